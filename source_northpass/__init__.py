@@ -1,0 +1,1 @@
+"""source-northpass: an Airbyte source for the Northpass LMS API (declarative manifest + components)."""

@@ -1,0 +1,104 @@
+"""Entry point: run the top-level manifest.yaml with this package's components.
+
+The manifest names its components `source_declarative_manifest.components.<Class>`, as Airbyte's
+manifest runner registers an injected components file under that name. Registering our module
+under the same name lets `python main.py` run the very same manifest and the very same file.
+"""
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, List, Mapping, Optional
+
+import yaml
+
+from airbyte_cdk.entrypoint import AirbyteEntrypoint, launch
+from airbyte_cdk.models import (
+    AirbyteErrorTraceMessage,
+    AirbyteMessage,
+    AirbyteMessageSerializer,
+    AirbyteTraceMessage,
+    FailureType,
+    TraceType,
+    Type,
+)
+from airbyte_cdk.sources.declarative.concurrent_declarative_source import (
+    ConcurrentDeclarativeSource,
+)
+from airbyte_cdk.utils.datetime_helpers import ab_datetime_now
+
+from source_northpass import components
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST_PATH = ROOT / "manifest.yaml"
+COMPONENTS_PATH = Path(components.__file__)
+
+
+def register_components() -> None:
+    sys.modules.setdefault("source_declarative_manifest.components", components)
+
+
+def load_manifest() -> dict:
+    return yaml.safe_load(MANIFEST_PATH.read_text())
+
+
+def create_source(
+    config: Optional[Mapping[str, Any]] = None,
+    catalog: Any = None,
+    state: Any = None,
+    config_path: Optional[str] = None,
+) -> ConcurrentDeclarativeSource:
+    register_components()
+    return ConcurrentDeclarativeSource(
+        source_config=load_manifest(),
+        config=config,
+        catalog=catalog,
+        state=state,
+        config_path=config_path,
+    )
+
+
+def _config_error_trace(message: str) -> str:
+    trace = AirbyteMessage(
+        type=Type.TRACE,
+        trace=AirbyteTraceMessage(
+            type=TraceType.ERROR,
+            emitted_at=ab_datetime_now().to_epoch_millis(),
+            error=AirbyteErrorTraceMessage(
+                message=message,
+                internal_message=message,
+                failure_type=FailureType.config_error,
+            ),
+        ),
+    )
+    return AirbyteEntrypoint.airbyte_message_to_string(trace)
+
+
+def _source_from_args(args: List[str]) -> Optional[ConcurrentDeclarativeSource]:
+    parsed = AirbyteEntrypoint.parse_args(args)
+    command = parsed.command
+    try:
+        config = ConcurrentDeclarativeSource.read_config(parsed.config) if command != "spec" else None
+        catalog = ConcurrentDeclarativeSource.read_catalog(parsed.catalog) if command == "read" else None
+        state = ConcurrentDeclarativeSource.read_state(parsed.state) if command == "read" and parsed.state else []
+    except Exception as error:  # unreadable config, catalog or state files
+        print(_config_error_trace(f"Could not read the {command} input files: {error}"))
+        return None
+    if config is not None and not isinstance(config, dict):
+        print(_config_error_trace("The config file must hold a JSON object."))
+        return None
+    try:
+        return create_source(config=config, catalog=catalog, state=state, config_path=getattr(parsed, "config", None))
+    except Exception as error:
+        # Never echo the config here: it holds the API key.
+        print(_config_error_trace(f"The connector could not start with this config: {type(error).__name__}"))
+        traceback.print_exc(file=sys.stderr, limit=0)
+        return None
+
+
+def run() -> None:
+    args = sys.argv[1:]
+    source = _source_from_args(args)
+    if source is None:
+        sys.exit(1)
+    launch(source, args)
