@@ -12,7 +12,12 @@ from typing import Any, List, Mapping, Optional
 
 import yaml
 
-from airbyte_cdk.entrypoint import AirbyteEntrypoint, launch
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import best_match
+
+from airbyte_cdk.entrypoint import AirbyteEntrypoint
+from airbyte_cdk.sources.utils.schema_helpers import split_config
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from airbyte_cdk.models import (
     AirbyteErrorTraceMessage,
     AirbyteMessage,
@@ -94,6 +99,38 @@ def _source_from_args(args: List[str]) -> Optional[ConcurrentDeclarativeSource]:
         print(_config_error_trace(f"The connector could not start with this config: {type(error).__name__}"))
         traceback.print_exc(file=sys.stderr, limit=0)
         return None
+
+
+class NorthpassEntrypoint(AirbyteEntrypoint):
+    """The CDK entrypoint, with config errors that name the field at fault.
+
+    The CDK reports "0 is less than the minimum of 1" without saying which field; a person
+    fixing a config needs "page_size: 0 is less than the minimum of 1". The value of a secret
+    field is never quoted.
+    """
+
+    @staticmethod
+    def validate_connection(source_spec: Any, config: Any) -> None:
+        connector_config, _ = split_config(config)
+        schema = source_spec.connectionSpecification
+        error = best_match(Draft7Validator(schema).iter_errors(connector_config))
+        if error is None:
+            return
+        field = ".".join(str(p) for p in error.absolute_path) or (
+            error.message.split("'")[1] if error.validator == "required" else ""
+        )
+        secret = bool(schema.get("properties", {}).get(field, {}).get("airbyte_secret"))
+        detail = f"is not valid ({error.validator})" if secret else error.message
+        message = f"Config validation error: {field}: {detail}" if field else f"Config validation error: {detail}"
+        raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.config_error)
+
+
+def launch(source: ConcurrentDeclarativeSource, args: List[str]) -> None:
+    """The CDK's launch(), with NorthpassEntrypoint."""
+    entrypoint = NorthpassEntrypoint(source)
+    parsed = entrypoint.parse_args(args)
+    for message in entrypoint.run(parsed):
+        print(f"{message}\n", end="", flush=True)
 
 
 def run() -> None:

@@ -1,14 +1,21 @@
 """Run the connector in-process, as the Airbyte entrypoint would, and collect its output."""
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Optional
 
 from airbyte_cdk.models import SyncMode
 from airbyte_cdk.test.catalog_builder import CatalogBuilder, ConfiguredAirbyteStreamBuilder
+from airbyte_cdk.test import entrypoint_wrapper
 from airbyte_cdk.test.entrypoint_wrapper import EntrypointOutput, _run_command, discover, read
 from airbyte_cdk.test.models.outcome import ExpectedOutcome
 from airbyte_cdk.test.state_builder import StateBuilder
 
-from source_northpass.run import create_source
+from source_northpass.run import NorthpassEntrypoint, create_source
+
+# Run every command through the connector's own entrypoint, as `python main.py` does.
+entrypoint_wrapper.AirbyteEntrypoint = NorthpassEntrypoint
 
 
 def catalog(streams: Iterable[str], sync_mode: SyncMode = SyncMode.full_refresh):
@@ -43,10 +50,6 @@ def run_read(
 
 
 def run_check(config: Mapping[str, Any]) -> EntrypointOutput:
-    import json
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.json"
         path.write_text(json.dumps(config))

@@ -1,0 +1,97 @@
+"""Bad config is refused with a message a person understands, before any request is sent."""
+
+import pytest
+import requests_mock
+
+from airbyte_cdk.models import FailureType, Status
+
+from unit_tests.harness import run_check, run_discover, run_read
+from unit_tests.northpass_builders import API_KEY, NorthpassRequest, config, ok, page, person
+
+
+def _check_failure(cfg):
+    with requests_mock.Mocker() as http:
+        output = run_check(cfg)
+        assert http.call_count == 0, "no request may be sent with a refused config"
+    (status,) = output.connection_status_messages
+    assert status.connectionStatus.status == Status.FAILED
+    return status.connectionStatus.message
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://api.northpass.com", "http://10.0.0.5:8080", "http://127.0.0.1.example.com", "http://[2001:db8::1]"],
+)
+def test_plain_http_to_another_host_is_refused_by_check(base_url):
+    message = _check_failure(config(base_url=base_url))
+    assert "http://" in message and "unencrypted" in message
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://127.0.0.1:8080", "http://127.3.4.5", "http://localhost:9", "http://[::1]:8080"]
+)
+def test_plain_http_to_a_loopback_host_is_allowed(base_url):
+    with requests_mock.Mocker() as http:
+        request = NorthpassRequest.people().with_base_url(base_url).with_limit(1).with_page(1).mock(
+            http, ok(page([person(1)]))
+        )
+        output = run_check(config(base_url=base_url))
+    (status,) = output.connection_status_messages
+    assert status.connectionStatus.status == Status.SUCCEEDED
+    assert request.call_count == 1
+
+
+def test_plain_http_to_another_host_is_refused_by_read_as_config_error():
+    with requests_mock.Mocker() as http:
+        output = run_read(config(base_url="http://api.northpass.com"), ["people"], expect_failure=True)
+        assert http.call_count == 0
+    failures = [e.trace.error for e in output.errors]
+    assert failures and all(f.failure_type == FailureType.config_error for f in failures)
+    assert "unencrypted" in failures[0].message
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"base_url": "ftp://api.northpass.com"}, "base_url"),
+        ({"base_url": "not a url"}, "base_url"),
+        ({"base_url": "https://api.northpass.com?x=1"}, "query"),
+        ({"start_date": "2024-13-45"}, "start_date"),
+        ({"start_date": "yesterday"}, "start_date"),
+        ({"page_size": "abc"}, "page_size"),
+        ({"page_size": 0}, "page_size"),
+        ({"requests_per_second": -1}, "requests_per_second"),
+        ({"num_workers": 500}, "num_workers"),
+    ],
+)
+def test_malformed_config_fails_check_with_a_message_naming_the_field(overrides, words):
+    message = _check_failure(config(**overrides))
+    assert words in message
+    assert "Traceback" not in message
+
+
+def test_missing_api_key_fails_check():
+    cfg = config()
+    del cfg["api_key"]
+    assert "api_key" in _check_failure(cfg)
+
+
+@pytest.mark.parametrize("start_date", ["2024-01-31", "2024-01-31T10:00:00Z", "2024-01-31T10:00:00+02:00"])
+def test_iso_dates_and_datetimes_are_accepted(start_date):
+    with requests_mock.Mocker() as http:
+        NorthpassRequest.people().with_limit(1).with_page(1).mock(http, ok(page([person(1)])))
+        output = run_check(config(start_date=start_date))
+    (status,) = output.connection_status_messages
+    assert status.connectionStatus.status == Status.SUCCEEDED
+
+
+def test_discover_lists_the_streams_with_primary_keys():
+    output = run_discover(config())
+    streams = {s.name: s for s in output.catalog.catalog.streams}
+    assert set(streams) >= {"people", "courses", "course_enrollments"}
+    assert all(s.source_defined_primary_key == [["id"]] for s in streams.values())
+
+
+def test_api_key_is_not_in_a_config_error():
+    message = _check_failure(config(base_url="http://example.com"))
+    assert API_KEY not in message
