@@ -6,7 +6,6 @@ under the same name lets `python main.py` run the very same manifest and the ver
 """
 
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
@@ -19,11 +18,13 @@ from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.sources.utils.schema_helpers import split_config
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from airbyte_cdk.models import (
+    AirbyteConnectionStatus,
     AirbyteErrorTraceMessage,
     AirbyteMessage,
     AirbyteMessageSerializer,
     AirbyteTraceMessage,
     FailureType,
+    Status,
     TraceType,
     Type,
 )
@@ -63,7 +64,14 @@ def create_source(
     )
 
 
-def _config_error_trace(message: str) -> str:
+def _config_error_message(command: str, message: str) -> str:
+    """A refused config: FAILED for `check` (the protocol's answer), a config_error trace otherwise."""
+    if command == "check":
+        status = AirbyteMessage(
+            type=Type.CONNECTION_STATUS,
+            connectionStatus=AirbyteConnectionStatus(status=Status.FAILED, message=message),
+        )
+        return AirbyteEntrypoint.airbyte_message_to_string(status)
     trace = AirbyteMessage(
         type=Type.TRACE,
         trace=AirbyteTraceMessage(
@@ -87,17 +95,16 @@ def _source_from_args(args: List[str]) -> Optional[ConcurrentDeclarativeSource]:
         catalog = ConcurrentDeclarativeSource.read_catalog(parsed.catalog) if command == "read" else None
         state = ConcurrentDeclarativeSource.read_state(parsed.state) if command == "read" and parsed.state else []
     except Exception as error:  # unreadable config, catalog or state files
-        print(_config_error_trace(f"Could not read the {command} input files: {error}"))
+        print(_config_error_message(command, f"Could not read the {command} input files: {error}"))
         return None
     if config is not None and not isinstance(config, dict):
-        print(_config_error_trace("The config file must hold a JSON object."))
+        print(_config_error_message(command, "The config file must hold a JSON object."))
         return None
     try:
         return create_source(config=config, catalog=catalog, state=state, config_path=getattr(parsed, "config", None))
     except Exception as error:
         # Never echo the config here: it holds the API key.
-        print(_config_error_trace(f"The connector could not start with this config: {type(error).__name__}"))
-        traceback.print_exc(file=sys.stderr, limit=0)
+        print(_config_error_message(command, f"The connector could not start with this config: {type(error).__name__}"))
         return None
 
 
@@ -137,5 +144,5 @@ def run() -> None:
     args = sys.argv[1:]
     source = _source_from_args(args)
     if source is None:
-        sys.exit(1)
+        sys.exit(0 if args[:1] == ["check"] else 1)
     launch(source, args)

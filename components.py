@@ -1,0 +1,1 @@
+source_northpass/components.py
