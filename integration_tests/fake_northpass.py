@@ -1,0 +1,837 @@
+"""A fake Northpass v2 API: a real HTTP server on 127.0.0.1, standard library only.
+
+Used in-process by the integration tests (``with FakeNorthpass(school) as server``), and as a
+process by ``make demo`` and the benchmark (``python -m integration_tests.fake_northpass``).
+Everything is deterministic for a given seed.
+
+Data (``School``)
+    ``school.people``, ``.courses``, ``.groups``, ``.learning_paths``, ``.categories``:
+    dict id -> stored resource. Nested lists: ``school.enrollments[course_id]``,
+    ``.activities[course_id]``, ``.learning_path_enrollments[learning_path_id]``,
+    ``.course_progresses[person_id]`` (lists of stored resources) and
+    ``.course_properties[course_id]`` (attributes dict, or None: that course answers 403).
+    A stored resource is ``{"id", "type", "attributes", "relationships", "links"}`` whose
+    ``links.self`` is a path; the server makes it absolute. Hold ``school.lock`` to read
+    while a server runs. ``school.clock`` is an epoch second after all generated data.
+
+Server behaviour (``FakeNorthpass``)
+    Order of checks per request: rate limit (429), ``latency`` sleep, method (405),
+    ``X-Api-Key`` (401), injected fault, ``forbid()`` rule, route (404), query (400).
+    Default order of every list: ``created_at`` ascending, then ``id``; resources without
+    ``created_at`` use ``enrolled_at`` (enrollments, learning path enrollments) or
+    ``started_at`` (course progresses). In any sort, nulls come first ascending.
+    ``cont`` (and a bare ``filter[attr]=x``) is case-insensitive; an unknown predicate is a
+    400, an unknown attribute is ignored. Numbers compare as numbers, everything else as
+    strings. ``GET /_stats`` needs no key, is not rate limited and is not logged.
+"""
+from __future__ import annotations
+
+import argparse
+import calendar
+import hmac
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+DATA_START = calendar.timegm((2019, 1, 1, 0, 0, 0))
+DATA_END = calendar.timegm((2024, 12, 31, 23, 59, 59))
+CLOCK_START = calendar.timegm((2025, 1, 1, 0, 0, 0))
+
+FIRST_NAMES = ["Ada", "Alan", "Grace", "Linus", "Margaret", "Dennis", "Barbara", "Ken", "Frances",
+               "Edsger", "Radia", "Donald", "Hedy", "John", "Katherine", "Tim", "Sophie", "Niklaus"]
+LAST_NAMES = ["Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Ritchie", "Liskov", "Thompson",
+              "Allen", "Dijkstra", "Perlman", "Knuth", "Lamarr", "Backus", "Johnson", "Wilson", "Wirth"]
+TOPICS = ["Onboarding", "Security Awareness", "Product Basics", "Sales Playbook", "Customer Success",
+          "Compliance", "Leadership", "Data Privacy", "API Integration", "Support Tools"]
+LEVELS = ["Intro to", "Advanced", "Essential", "Hands-on", "Mastering"]
+GROUP_NAMES = ["Sales", "Support", "Engineering", "Partners", "Customers EMEA", "Customers US", "Managers"]
+CATEGORY_NAMES = ["Getting Started", "Compliance", "Product", "Soft Skills", "Technical", "Certification"]
+PATH_NAMES = ["New Hire", "Partner Certification", "Admin Track", "Sales Enablement", "Support Academy"]
+ACTIVITY_TYPES = ["video", "quiz", "text", "scorm", "assignment"]
+
+
+def iso(seconds: int) -> str:
+    """Epoch second -> ``2020-03-31T17:15:17Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def epoch(stamp: str) -> int:
+    """``2020-03-31T17:15:17Z`` -> epoch second."""
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _ref(type_: str, id_: str) -> dict:
+    return {"type": type_, "id": id_}
+
+
+def _resource(id_: str, type_: str, attributes: dict, relationships: dict, self_path: str) -> dict:
+    return {"id": id_, "type": type_, "attributes": attributes,
+            "relationships": relationships, "links": {"self": self_path}}
+
+
+def _numbered(names: list, i: int) -> str:
+    """Cycle through names, numbering the second and later rounds."""
+    name = names[i % len(names)]
+    return name if i < len(names) else f"{name} {i // len(names) + 1}"
+
+
+def _progress(rng: random.Random) -> int:
+    roll = rng.random()
+    return 0 if roll < 0.3 else 100 if roll < 0.6 else rng.randint(1, 99)
+
+
+def _status(progress: int) -> str:
+    return "not_started" if progress == 0 else "completed" if progress == 100 else "in_progress"
+
+
+class School:
+    """The in-memory school: generated records, a fake clock and mutations, behind one lock."""
+
+    def __init__(self, seed: int = 0):
+        self.lock = threading.RLock()
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._mutation_rng = random.Random(f"mutations-{seed}")
+        self.clock = CLOCK_START
+        self.id = _uuid(self._rng)
+        self.people: dict[str, dict] = {}
+        self.courses: dict[str, dict] = {}
+        self.groups: dict[str, dict] = {}
+        self.learning_paths: dict[str, dict] = {}
+        self.categories: dict[str, dict] = {}
+        self.enrollments: dict[str, list] = {}
+        self.activities: dict[str, list] = {}
+        self.learning_path_enrollments: dict[str, list] = {}
+        self.course_progresses: dict[str, list] = {}
+        self.course_properties: dict[str, dict | None] = {}
+        self._person_seq = 0
+
+    # ----------------------------------------------------------------- generation
+    @classmethod
+    def generate(cls, people: int = 300, courses: int = 12, enrollments: int = 400, groups: int = 6,
+                 learning_paths: int = 3, categories: int = 4, activities_per_course: int = 3,
+                 seed: int = 7) -> "School":
+        school = cls(seed)
+        rng = school._rng
+        created: dict[str, int] = {}  # epoch of created_at, to keep later dates after it
+
+        def stamps() -> tuple[str, str, int]:
+            c = rng.randint(DATA_START, DATA_END)
+            return iso(c), iso(rng.randint(c, DATA_END)), c
+
+        for i in range(categories):
+            cid = _uuid(rng)
+            c_at, u_at, _ = stamps()
+            school.categories[cid] = _resource(cid, "categories", {
+                "name": _numbered(CATEGORY_NAMES, i), "created_at": c_at, "updated_at": u_at,
+            }, {}, f"/v2/categories/{cid}")
+        category_ids = list(school.categories)
+
+        for i in range(courses):
+            cid = _uuid(rng)
+            c_at, u_at, created[cid] = stamps()
+            name = f"{rng.choice(LEVELS)} {_numbered(TOPICS, i)}"
+            cats = rng.sample(category_ids, min(len(category_ids), rng.randint(0, 2)))
+            school.courses[cid] = _resource(cid, "courses", {
+                "name": name, "status": "live" if rng.random() < 0.8 else "draft",
+                "permalink": re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + "-" + cid[:8],
+                "created_at": c_at, "updated_at": u_at, "enrollments_count": 0,
+                "credential_achievement_count": 0,
+                "list_image_url": f"https://cdn.example.com/courses/{cid}/list.png",
+                "full_description": f"<p>{name}: everything you need to know.</p>",
+                "unpublished_changes": rng.random() < 0.2,
+            }, {"categories": {"data": [_ref("categories", c) for c in cats]}}, f"/v2/courses/{cid}")
+            school.enrollments[cid] = []
+            school.activities[cid] = []
+            for position in range(1, activities_per_course + 1):
+                aid = _uuid(rng)
+                a_created = rng.randint(created[cid], DATA_END)
+                school.activities[cid].append(_resource(aid, "activities", {
+                    "title": f"{name} - part {position}", "activity_type": rng.choice(ACTIVITY_TYPES),
+                    "position": position, "created_at": iso(a_created),
+                    "updated_at": iso(rng.randint(a_created, DATA_END)),
+                }, {"course": {"data": _ref("courses", cid)}}, f"/v2/courses/{cid}/activities/{aid}"))
+        course_ids = list(school.courses)
+        forbidden = set(rng.sample(course_ids, round(len(course_ids) * 0.2)))
+        for cid in course_ids:
+            school.course_properties[cid] = None if cid in forbidden else {
+                "credit_value": round(rng.uniform(0.5, 10.0), 1),
+                "properties": {"level": rng.choice(["beginner", "intermediate", "advanced"]),
+                               "duration_minutes": rng.randint(10, 240),
+                               "language": rng.choice(["en", "de", "fr", "es"])},
+            }
+
+        for i in range(groups):
+            gid = _uuid(rng)
+            c_at, u_at, _ = stamps()
+            school.groups[gid] = _resource(gid, "groups", {
+                "name": _numbered(GROUP_NAMES, i), "created_at": c_at, "updated_at": u_at,
+            }, {}, f"/v2/groups/{gid}")
+        group_ids = list(school.groups)
+
+        for _ in range(people):
+            c = rng.randint(DATA_START, DATA_END)
+            in_groups = rng.sample(group_ids, min(len(group_ids), rng.choice([0, 1, 1, 2])))
+            pid = school._add_person(rng, c, rng.randint(c, DATA_END), in_groups)
+            created[pid] = c
+        person_ids = list(school.people)
+
+        # Enrollments: unique (person, course) pairs; a fifth of the courses get none.
+        empty = set(rng.sample(course_ids, len(course_ids) // 5))
+        eligible = [c for c in course_ids if c not in empty]
+        n = min(enrollments, len(eligible) * len(person_ids))
+        if n * 2 >= len(eligible) * len(person_ids):
+            pairs = rng.sample([(p, c) for c in eligible for p in person_ids], n)
+        else:
+            chosen: set = set()
+            pairs = []
+            while len(pairs) < n:
+                pair = (rng.choice(person_ids), rng.choice(eligible))
+                if pair not in chosen:
+                    chosen.add(pair)
+                    pairs.append(pair)
+        for pid, cid in pairs:
+            school._add_enrollment(rng, pid, cid, max(created[pid], created[cid]))
+        for cid in course_ids:
+            attrs = school.courses[cid]["attributes"]
+            attrs["enrollments_count"] = len(school.enrollments[cid])
+            attrs["credential_achievement_count"] = sum(
+                e["attributes"]["progress"] == 100 for e in school.enrollments[cid])
+
+        for i in range(learning_paths):
+            lid = _uuid(rng)
+            c_at, u_at, lp_created = stamps()
+            school.learning_paths[lid] = _resource(lid, "learning_paths", {
+                "name": _numbered(PATH_NAMES, i), "status": "live" if rng.random() < 0.8 else "draft",
+                "created_at": c_at, "updated_at": u_at,
+            }, {}, f"/v2/learning_paths/{lid}")
+            school.learning_path_enrollments[lid] = []
+            for pid in rng.sample(person_ids, rng.randint(0, min(len(person_ids), 25))):
+                eid = _uuid(rng)
+                enrolled = rng.randint(max(created[pid], lp_created), DATA_END)
+                progress = _progress(rng)
+                school.learning_path_enrollments[lid].append(_resource(eid, "learning_path_enrollments", {
+                    "person_id": pid, "learning_path_id": lid, "progress": progress,
+                    "enrolled_at": iso(enrolled),
+                    "completed_at": iso(rng.randint(enrolled, DATA_END)) if progress == 100 else None,
+                }, {"person": {"data": _ref("people", pid)},
+                    "learning_path": {"data": _ref("learning_paths", lid)}},
+                    f"/v2/learning_paths/{lid}/enrollments/{eid}"))
+        return school
+
+    def _add_person(self, rng: random.Random, created: int, updated: int, groups=()) -> str:
+        self._person_seq += 1
+        pid = _uuid(rng)
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        registered = rng.random() < 0.8
+        self.people[pid] = _resource(pid, "people", {
+            "email": f"{first}.{last}.{self._person_seq}@example.com".lower(),
+            "first_name": first, "last_name": last, "full_name": f"{first} {last}",
+            "name": f"{first} {last}", "created_at": iso(created), "updated_at": iso(updated),
+            "activated_at": iso(rng.randint(created, updated)) if registered else None,
+            "disabled": rng.random() < 0.05, "unsubscribed": rng.random() < 0.1,
+            "registration_status": "registered" if registered else "invited",
+            "custom_avatar_url": f"https://cdn.example.com/avatars/{pid}.png" if rng.random() < 0.3 else None,
+            "invite_token": None if registered else f"{rng.getrandbits(128):032x}",
+        }, {"groups": {"data": [_ref("groups", g) for g in groups]},
+            "school": {"data": _ref("schools", self.id)}}, f"/v2/people/{pid}")
+        self.course_progresses.setdefault(pid, [])
+        return pid
+
+    def _add_enrollment(self, rng: random.Random, pid: str, cid: str, not_before: int) -> None:
+        enrolled = rng.randint(not_before, DATA_END)
+        progress = _progress(rng)
+        completed = iso(rng.randint(enrolled, DATA_END)) if progress == 100 else None
+        eid, prid = _uuid(rng), _uuid(rng)
+        people_and_course = {"person": {"data": _ref("people", pid)}, "course": {"data": _ref("courses", cid)}}
+        self.enrollments[cid].append(_resource(eid, "enrollments", {
+            "person_id": pid, "course_id": cid, "progress": progress, "enrolled_at": iso(enrolled),
+            "completed_at": completed, "status": _status(progress),
+        }, people_and_course, f"/v2/courses/{cid}/enrollments/{eid}"))
+        started = iso(enrolled) if progress else None
+        self.course_progresses[pid].append(_resource(prid, "course_progresses", {
+            "course_id": cid, "person_id": pid, "progress": progress, "status": _status(progress),
+            "started_at": started, "completed_at": completed,
+            "updated_at": completed or started or iso(enrolled),
+        }, dict(people_and_course), f"/v2/people/{pid}/course_progresses/{prid}"))
+
+    # ----------------------------------------------------------------- clock and mutations
+    def tick(self) -> str:
+        """Advance the clock by one second and return it as an ISO string."""
+        with self.lock:
+            self.clock += 1
+            return iso(self.clock)
+
+    def _stamp(self, when: str | int | None) -> str:
+        if when is None:
+            return self.tick()
+        return iso(when) if isinstance(when, int) else when
+
+    def _update(self, records: dict, id_: str | None, updated_at, attrs: dict) -> str:
+        with self.lock:
+            if id_ is None:
+                id_ = self._mutation_rng.choice(sorted(records))
+            record = records[id_]
+            record["attributes"].update(attrs)
+            record["attributes"]["updated_at"] = self._stamp(updated_at)
+            return id_
+
+    def update_person(self, id: str | None = None, updated_at=None, **attrs) -> str:
+        """Set ``attrs`` verbatim on a person (random if id is None), stamp updated_at; return id."""
+        return self._update(self.people, id, updated_at, attrs)
+
+    def update_course(self, id: str | None = None, updated_at=None, **attrs) -> str:
+        return self._update(self.courses, id, updated_at, attrs)
+
+    def update_group(self, id: str | None = None, updated_at=None, **attrs) -> str:
+        return self._update(self.groups, id, updated_at, attrs)
+
+    def create_person(self, updated_at=None, **attrs) -> str:
+        """Add a person with created_at = updated_at = ``updated_at`` (default: tick()); return id."""
+        with self.lock:
+            stamp = self._stamp(updated_at)
+            pid = self._add_person(self._mutation_rng, epoch(stamp), epoch(stamp))
+            self.people[pid]["attributes"].update(attrs)
+            return pid
+
+    def delete_person(self, id: str | None = None) -> str:
+        """Remove a person (random if None); their enrollments stay, as orphans. Return the id."""
+        with self.lock:
+            if id is None:
+                id = self._mutation_rng.choice(sorted(self.people))
+            del self.people[id]
+            self.course_progresses.pop(id, None)
+            return id
+
+    def bulk_import(self, n: int, timestamp=None) -> list[str]:
+        """Create n people sharing created_at = updated_at = timestamp (default: one tick())."""
+        with self.lock:
+            stamp = self._stamp(timestamp)
+            return [self.create_person(updated_at=stamp) for _ in range(n)]
+
+
+# --------------------------------------------------------------------- query engine
+FILTER_KEY = re.compile(r"filter\[([^\[\]]+)\](?:\[([^\[\]]+)\])?")
+PREDICATES = {"eq", "not_eq", "cont", "gt", "gteq", "lt", "lteq", "in"}
+DEFAULT_ORDER = {"enrollments": "enrolled_at", "learning_path_enrollments": "enrolled_at",
+                 "course_progresses": "started_at"}
+
+
+class QueryError(ValueError):
+    """A query parameter the server refuses (answered 400)."""
+
+
+def _field(record: dict, attr: str):
+    return record["id"] if attr == "id" else record["attributes"].get(attr)
+
+
+def _known_attributes(records: list) -> set:
+    known = {"id"}
+    for record in records:
+        known.update(record["attributes"])
+    return known
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(value) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _equals(value, raw: str) -> bool:
+    if value is None:
+        return False
+    if _is_number(value):
+        try:
+            return value == float(raw)
+        except ValueError:
+            return False
+    return _text(value) == (raw.lower() if isinstance(value, bool) else raw)
+
+
+def matches(value, predicate: str, raw: str) -> bool:
+    """Does one attribute value satisfy ``filter[attr][predicate]=raw``?"""
+    if predicate == "eq":
+        return _equals(value, raw)
+    if predicate == "not_eq":
+        return not _equals(value, raw)
+    if predicate == "in":
+        return any(_equals(value, part.strip()) for part in raw.split(","))
+    if value is None:
+        return False
+    if predicate == "cont":
+        return raw.lower() in _text(value).lower()
+    left, right = _text(value), raw
+    if _is_number(value):
+        try:
+            left, right = value, float(raw)
+        except ValueError:
+            pass
+    return {"gt": left > right, "gteq": left >= right, "lt": left < right, "lteq": left <= right}[predicate]
+
+
+def parse_filters(query: dict) -> list[tuple[str, str, str]]:
+    filters = []
+    for key, value in query.items():
+        m = FILTER_KEY.fullmatch(key)
+        if m:
+            predicate = m.group(2) or "cont"
+            if predicate not in PREDICATES:
+                raise QueryError(f"unknown filter predicate '{predicate}' in {key}")
+            filters.append((m.group(1), predicate, value))
+    return filters
+
+
+def apply_filters(records: list, filters: list) -> list:
+    known = _known_attributes(records)
+    active = [f for f in filters if f[0] in known]  # a lenient server ignores unknown attributes
+    return [r for r in records if all(matches(_field(r, a), p, v) for a, p, v in active)]
+
+
+def _sort_value(value):
+    return (0, "") if value is None else (1, value)
+
+
+def apply_sort(records: list, sort: str | None, default_attr: str) -> list:
+    """Stable multi-key sort; unknown keys are ignored; the last tie-breaker is id ascending."""
+    known = _known_attributes(records)
+    keys = []
+    for part in (sort or "").split(","):
+        part = part.strip()
+        attr = part.lstrip("-+ ")
+        if attr in known:
+            keys.append((attr, part.startswith("-")))
+    keys = keys or [(default_attr, False)]
+    ordered = sorted(records, key=lambda r: r["id"])
+    for attr, descending in reversed(keys):
+        ordered.sort(key=lambda r: _sort_value(_field(r, attr)), reverse=descending)
+    return ordered
+
+
+def int_param(query: dict, name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise QueryError(f"'{name}' must be a positive integer") from None
+    if value < 1:
+        raise QueryError(f"'{name}' must be a positive integer")
+    return value
+
+
+# --------------------------------------------------------------------- HTTP server
+FAULT_KINDS = ("500", "502", "503", "html", "no_data", "reset", "slow", "repeat")
+HTML_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+             b"</h1></center><hr><center>nginx</center></body></html>")
+
+
+@dataclass
+class RequestLog:
+    method: str
+    path: str
+    query: dict
+    status: int  # 0 while in flight, and for a "reset" fault (no answer at all)
+    t: float  # time.monotonic() at arrival
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict = field(default_factory=dict)
+    list_page: bool = False
+
+
+def _json(status: int, document: dict, **kwargs) -> _Reply:
+    return _Reply(status, json.dumps(document, separators=(",", ":")).encode(), **kwargs)
+
+
+def _error(status: int, detail: str, headers: dict | None = None) -> _Reply:
+    error = {"status": str(status), "title": HTTPStatus(status).phrase, "detail": detail}
+    return _json(status, {"errors": [error]}, headers=headers or {})
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real API behind a load balancer
+    server_version = "FakeNorthpass/1.0"
+    timeout = 120
+    disable_nagle_algorithm = True  # headers and body go out in two writes: avoid 40 ms delayed ACKs
+
+    def version_string(self):
+        return self.server_version
+
+    def log_message(self, format, *args):  # quiet: no per-request logging
+        pass
+
+    def setup(self):
+        super().setup()
+        self.server.fake._track(self.connection, add=True)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            self.server.fake._track(self.connection, add=False)
+
+    def do_GET(self):
+        self.server.fake._handle(self)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+
+class FakeNorthpass:
+    """The HTTP server over a School. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, school: School, api_key: str = "test-key", max_limit: int = 100,
+                 default_limit: int = 10, rate_limit: int | None = 10, latency: float = 0.0,
+                 retry_after: bool = True, port: int = 0, host: str = "127.0.0.1"):
+        self.school = school
+        self.api_key = api_key
+        self.max_limit = max_limit
+        self.default_limit = default_limit
+        self.rate_limit = rate_limit
+        self.latency = latency
+        self.retry_after = retry_after
+        self.host, self.port = host, port
+        self.slow_seconds = 3.0
+        self.ignore_filters = False
+        self.ignore_sort = False
+        self.on_request = None  # callable(server, RequestLog), run for each 200 list page
+        self.callback_errors: list[BaseException] = []
+        self.requests: list[RequestLog] = []
+        self._faults: list[list] = []  # [compiled regex, kind, times left]
+        self._forbidden: list[tuple] = []  # (compiled regex, status)
+        self._window: deque = deque()  # arrival times of admitted requests, last second
+        self._lock = threading.Lock()  # log, faults, rate limiter, open connections
+        self._connections: set = set()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> "FakeNorthpass":
+        if self._httpd is None:
+            self._httpd = _HTTPServer((self.host, self.port), _Handler)
+            self._httpd.fake = self
+            self.port = self._httpd.server_address[1]
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="fake-northpass", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:  # idle keep-alive connections would outlive the server
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        httpd.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> "FakeNorthpass":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the fake Northpass server is not running")
+        return f"http://{self.host}:{self.port}"
+
+    # ----------------------------------------------------------------- test controls
+    def inject(self, path_regex: str, kind: str, times: int = 1) -> None:
+        """Queue a fault for the next ``times`` requests whose path matches (re.search)."""
+        kind = str(kind)
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+        with self._lock:
+            self._faults.append([re.compile(path_regex), kind, times])
+
+    def forbid(self, path_regex: str, status: int = 403) -> None:
+        """Answer every matching request (re.search on the path) with 403 or 404."""
+        if status not in (403, 404):
+            raise ValueError("forbid() answers 403 or 404")
+        with self._lock:
+            self._forbidden.append((re.compile(path_regex), status))
+
+    def clear_faults(self) -> None:
+        """Drop queued faults and forbid() rules."""
+        with self._lock:
+            self._faults.clear()
+            self._forbidden.clear()
+
+    def count(self, path: str | None = None, status: int | None = None) -> int:
+        """Logged requests, by exact path or a prefix ending with '*', and/or by status."""
+        with self._lock:
+            log = list(self.requests)
+        if path is not None:
+            log = [r for r in log if (r.path.startswith(path[:-1]) if path.endswith("*") else r.path == path)]
+        return sum(1 for r in log if status is None or r.status == status)
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def stats(self) -> dict:
+        with self._lock:
+            by_status: dict[str, int] = {}
+            for r in self.requests:
+                by_status[str(r.status)] = by_status.get(str(r.status), 0) + 1
+            return {"requests": len(self.requests), "by_status": dict(sorted(by_status.items()))}
+
+    # ----------------------------------------------------------------- request handling
+    def _track(self, connection, add: bool) -> None:
+        with self._lock:
+            (self._connections.add if add else self._connections.discard)(connection)
+
+    def _handle(self, handler: _Handler) -> None:
+        split = urlsplit(handler.path)
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length:
+            handler.rfile.read(length)  # drain a body so the keep-alive connection stays usable
+        if handler.command == "GET" and split.path == "/_stats":
+            return self._write(handler, _json(200, self.stats()))
+        entry = RequestLog(handler.command, split.path, query, 0, time.monotonic())
+        with self._lock:
+            self.requests.append(entry)
+        reply = self._answer(handler, split.path, query)
+        if reply is None:
+            return self._abort(handler)
+        entry.status = reply.status
+        if reply.list_page and reply.status == 200 and self.on_request is not None:
+            # Before sending: whatever the callback changes is visible to the client's next request.
+            try:
+                self.on_request(self, entry)
+            except Exception as exc:  # noqa: BLE001 - a test's callback must not kill the server
+                self.callback_errors.append(exc)
+        self._write(handler, reply)
+
+    def _answer(self, handler: _Handler, path: str, query: dict) -> _Reply | None:
+        if not self._admit():
+            return _error(429, "Rate limit exceeded", {"Retry-After": "1"} if self.retry_after else None)
+        if self.latency:
+            time.sleep(self.latency)
+        if handler.command != "GET":
+            return _error(405, f"{handler.command} is not supported", {"Allow": "GET"})
+        key = handler.headers.get("X-Api-Key") or ""
+        if not hmac.compare_digest(key.encode(), self.api_key.encode()):
+            return _error(401, "Missing or invalid X-Api-Key header")
+        fault = self._take_fault(path)
+        if fault == "reset":
+            return None
+        if fault in ("500", "502", "503"):
+            return _error(int(fault), "Injected fault")
+        if fault == "html":
+            return _Reply(200, HTML_PAGE, "text/html; charset=utf-8")
+        if fault == "no_data":
+            return _json(200, {"links": {"self": self.url + path}})
+        if fault == "slow":
+            time.sleep(self.slow_seconds)
+        with self._lock:
+            status = next((s for pattern, s in self._forbidden if pattern.search(path)), None)
+        if status:
+            return _error(status, f"Access to {path} is not allowed")
+        try:
+            with self.school.lock:
+                return self._route(path, query, repeat=fault == "repeat")
+        except QueryError as exc:
+            return _error(400, str(exc))
+
+    def _admit(self) -> bool:
+        if not self.rate_limit:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            while self._window and now - self._window[0] >= 1.0:
+                self._window.popleft()
+            if len(self._window) >= self.rate_limit:
+                return False
+            self._window.append(now)
+            return True
+
+    def _take_fault(self, path: str) -> str | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault[0].search(path):
+                    fault[2] -= 1
+                    if fault[2] <= 0:
+                        self._faults.remove(fault)
+                    return fault[1]
+        return None
+
+    def _route(self, path: str, query: dict, repeat: bool) -> _Reply:
+        s = self.school
+        top = {"people": s.people, "courses": s.courses, "groups": s.groups,
+               "learning_paths": s.learning_paths, "categories": s.categories}
+        nested = {("people", "course_progresses"): (s.course_progresses, "course_progresses"),
+                  ("courses", "enrollments"): (s.enrollments, "enrollments"),
+                  ("courses", "activities"): (s.activities, "activities"),
+                  ("learning_paths", "enrollments"): (s.learning_path_enrollments, "learning_path_enrollments")}
+        parts = path.strip("/").split("/")
+        if parts[0] != "v2" or len(parts) < 2:
+            return _error(404, f"No route matches {path}")
+        seg = ["learning_paths" if parts[1] == "learning-paths" else parts[1], *parts[2:]]
+        if len(seg) == 1 and seg[0] in top:
+            return self._list(list(top[seg[0]].values()), seg[0], path, query, repeat)
+        if len(seg) == 2 and seg[0] in top:
+            record = top[seg[0]].get(seg[1])
+            if record is None:
+                return _error(404, f"No {seg[0]} record with id {seg[1]}")
+            return _json(200, {"data": self._render(record), "links": {"self": self.url + path}})
+        if len(seg) == 3 and seg[:2] == ["properties", "courses"]:
+            if seg[2] not in s.courses:
+                return _error(404, f"No course with id {seg[2]}")
+            properties = s.course_properties.get(seg[2])
+            if properties is None:
+                return _error(403, "You are not allowed to read the properties of this course")
+            return _json(200, {"data": {"id": seg[2], "type": "course_properties", "attributes": properties},
+                               "links": {"self": self.url + path}})
+        if len(seg) == 3 and seg[0] in top:
+            parent_id, child = seg[1], seg[2]
+            is_members = seg[0] == "groups" and child in ("people", "memberships")
+            if (seg[0], child) in nested or is_members:
+                if parent_id not in top[seg[0]]:
+                    return _error(404, f"No {seg[0]} record with id {parent_id}")
+                if is_members:
+                    members = [p for p in s.people.values()
+                               if any(g["id"] == parent_id for g in p["relationships"]["groups"]["data"])]
+                    return self._list(members, "people", path, query, repeat)
+                records, type_ = nested[(seg[0], child)]
+                return self._list(list(records.get(parent_id, [])), type_, path, query, repeat)
+        return _error(404, f"No route matches {path}")
+
+    def _list(self, records: list, type_: str, path: str, query: dict, repeat: bool) -> _Reply:
+        page = int_param(query, "page", 1)
+        limit = min(int_param(query, "limit", self.default_limit), self.max_limit)
+        if not self.ignore_filters:
+            records = apply_filters(records, parse_filters(query))
+        sort = None if self.ignore_sort else query.get("sort")
+        records = apply_sort(records, sort, DEFAULT_ORDER.get(type_, "created_at"))
+        shown = page - 1 if repeat and page > 1 else page  # "repeat": the previous page again
+        data = [self._render(r) for r in records[(shown - 1) * limit:shown * limit]]
+        links = {"self": self._page_url(path, query, page)}
+        if page * limit < len(records):
+            links["next"] = self._page_url(path, query, page + 1)
+        if page > 1:
+            links["prev"] = self._page_url(path, query, page - 1)
+        return _json(200, {"data": data, "links": links}, list_page=True)
+
+    def _page_url(self, path: str, query: dict, page: int) -> str:
+        params = dict(query)
+        params["page"] = str(page)
+        return f"{self.url}{path}?{urlencode(params, quote_via=quote, safe='[],')}"
+
+    def _render(self, record: dict) -> dict:
+        return {"id": record["id"], "type": record["type"], "attributes": record["attributes"],
+                "relationships": record["relationships"],
+                "links": {"self": self.url + record["links"]["self"]}}
+
+    def _write(self, handler: _Handler, reply: _Reply) -> None:
+        handler.send_response(reply.status)
+        handler.send_header("Content-Type", reply.content_type)
+        handler.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(reply.body)
+
+    @staticmethod
+    def _abort(handler: _Handler) -> None:
+        """Close with an RST and no answer: the client sees a connection reset."""
+        handler.close_connection = True
+        try:
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        handler.connection.close()
+
+
+# --------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve a fake Northpass v2 API on 127.0.0.1.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port-file", help="write the bound port to this file")
+    parser.add_argument("--people", type=int, default=3000)
+    parser.add_argument("--courses", type=int, default=40)
+    parser.add_argument("--enrollments", type=int, default=1200)
+    parser.add_argument("--groups", type=int, default=20)
+    parser.add_argument("--learning-paths", type=int, default=5)
+    parser.add_argument("--categories", type=int, default=6)
+    parser.add_argument("--activities-per-course", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--latency", type=float, default=0.08, help="seconds slept per request")
+    parser.add_argument("--rate-limit", type=int, default=10, help="requests per second, 0 = off")
+    parser.add_argument("--max-limit", type=int, default=100)
+    parser.add_argument("--default-limit", type=int, default=10)
+    parser.add_argument("--api-key", default="demo-key")
+    parser.add_argument("--no-retry-after", action="store_true", help="send 429 without Retry-After")
+    args = parser.parse_args(argv)
+
+    school = School.generate(people=args.people, courses=args.courses, enrollments=args.enrollments,
+                             groups=args.groups, learning_paths=args.learning_paths,
+                             categories=args.categories, activities_per_course=args.activities_per_course,
+                             seed=args.seed)
+    server = FakeNorthpass(school, api_key=args.api_key, max_limit=args.max_limit,
+                           default_limit=args.default_limit, rate_limit=args.rate_limit or None,
+                           latency=args.latency, retry_after=not args.no_retry_after,
+                           port=args.port, host=args.host)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    server.start()
+    if args.port_file:
+        tmp = f"{args.port_file}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{server.port}\n")
+        os.replace(tmp, args.port_file)  # readers never see a half-written file
+    print(f"fake northpass listening on {server.url}", flush=True)
+    while not stopping.wait(0.2):
+        pass
+    server.stop()
+    print(json.dumps(server.stats()), file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,479 @@
+"""Tests of the fake Northpass server itself: it must behave as documented before it can test the connector."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from integration_tests.fake_northpass import FakeNorthpass, School
+
+KEY = "test-key"
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = dict(people=300, courses=12, enrollments=400, groups=6, learning_paths=3, categories=4,
+             activities_per_course=3)
+
+
+@pytest.fixture
+def school():
+    return School.generate(**SIZES, seed=7)
+
+
+@pytest.fixture
+def server(school):
+    with FakeNorthpass(school, api_key=KEY, max_limit=100, default_limit=10, rate_limit=None) as srv:
+        yield srv
+
+
+@pytest.fixture
+def http():
+    with requests.Session() as session:
+        session.trust_env = False  # never through a proxy: the server is on 127.0.0.1
+        session.headers["X-Api-Key"] = KEY
+        yield session
+
+
+def get(http, server, path, **params):
+    return http.get(server.url + path, params=params, timeout=10)
+
+
+def fetch_all(http, server, path, **params):
+    """Every record of a list, following links.next."""
+    records, url = [], server.url + path
+    response = http.get(url, params=params, timeout=10)
+    while True:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        records += body["data"]
+        if "next" not in body["links"]:
+            return records
+        response = http.get(body["links"]["next"], timeout=10)
+
+
+def ids(records):
+    return [r["id"] for r in records]
+
+
+def expected_order(records, *keys):
+    """Python's version of the documented sort: keys (attr, descending), then id ascending."""
+    ordered = sorted(records, key=lambda r: r["id"])
+    for attr, descending in reversed(keys):
+        ordered.sort(key=lambda r: (0, "") if (v := r["attributes"].get(attr)) is None else (1, v),
+                     reverse=descending)
+    return ids(ordered)
+
+
+# ---------------------------------------------------------------- auth, routes, documents
+def test_missing_or_wrong_api_key_is_401_without_echoing_the_key(server, http):
+    for headers in ({"X-Api-Key": None}, {"X-Api-Key": "wrong-key-123"}):
+        response = http.get(server.url + "/v2/people", headers=headers, timeout=10)
+        assert response.status_code == 401
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["errors"][0]["status"] == "401"
+        assert "wrong-key-123" not in response.text and KEY not in response.text
+    assert KEY not in get(http, server, "/v2/people").text
+
+
+def test_every_documented_endpoint_answers(server, http, school):
+    course = next(c for c, props in school.course_properties.items() if props is not None)
+    person = next(p for p, progresses in school.course_progresses.items() if progresses)
+    group, path = next(iter(school.groups)), next(iter(school.learning_paths))
+    for path_ in ["/v2/people", f"/v2/people/{person}", f"/v2/people/{person}/course_progresses",
+                  "/v2/courses", f"/v2/courses/{course}", f"/v2/courses/{course}/enrollments",
+                  f"/v2/courses/{course}/activities", "/v2/groups", f"/v2/groups/{group}",
+                  f"/v2/groups/{group}/people", f"/v2/groups/{group}/memberships", "/v2/learning_paths",
+                  "/v2/learning-paths", f"/v2/learning_paths/{path}/enrollments", "/v2/categories",
+                  f"/v2/properties/courses/{course}"]:
+        response = get(http, server, path_)
+        assert response.status_code == 200, path_
+        assert response.headers["Content-Type"] == "application/json"
+    record = get(http, server, f"/v2/people/{person}").json()["data"]
+    assert record["links"]["self"] == f"{server.url}/v2/people/{person}"
+    assert set(record) == {"id", "type", "attributes", "relationships", "links"}
+    progress = get(http, server, f"/v2/people/{person}/course_progresses").json()["data"]
+    assert len(progress) == len(school.course_progresses[person])
+    assert {p["type"] for p in progress} == {"course_progresses"}
+
+
+def test_unknown_paths_and_parents_are_404_and_writes_are_405(server, http):
+    for path in ["/v2/nope", "/v1/people", "/v2/people/nope", "/v2/courses/nope/enrollments",
+                 "/v2/groups/nope/people", "/v2/properties/courses/nope", "/"]:
+        response = get(http, server, path)
+        assert response.status_code == 404, path
+        assert response.json() == {"errors": [{"status": "404", "title": "Not Found",
+                                               "detail": response.json()["errors"][0]["detail"]}]}
+    response = http.post(server.url + "/v2/people", json={"email": "x@example.com"}, timeout=10)
+    assert response.status_code == 405
+    assert http.delete(server.url + "/v2/people", timeout=10).status_code == 405
+
+
+def test_generated_data_is_consistent(server, http, school):
+    courses = fetch_all(http, server, "/v2/courses", limit=100)
+    assert len(courses) == 12
+    counts = [c["attributes"]["enrollments_count"] for c in courses]
+    assert sum(counts) == 400 and 0 in counts  # some courses have no enrollment at all
+    for course in courses:
+        enrollments = fetch_all(http, server, f"/v2/courses/{course['id']}/enrollments", limit=100)
+        assert len(enrollments) == course["attributes"]["enrollments_count"]
+        assert all(e["attributes"]["course_id"] == course["id"] for e in enrollments)
+    people = fetch_all(http, server, "/v2/people", limit=100)
+    for group in school.groups:
+        members = {p["id"] for p in people if {"type": "groups", "id": group} in p["relationships"]["groups"]["data"]}
+        assert set(ids(fetch_all(http, server, f"/v2/groups/{group}/people", limit=100))) == members
+        assert set(ids(fetch_all(http, server, f"/v2/groups/{group}/memberships", limit=100))) == members
+    assert all(len(p["relationships"]["groups"]["data"]) <= 2 for p in people)
+    stamps = [p["attributes"][k] for p in people for k in ("created_at", "updated_at")]
+    assert min(stamps) >= "2019-01-01T00:00:00Z" and max(stamps) <= "2024-12-31T23:59:59Z"
+    assert all(len(s) == 20 and s.endswith("Z") for s in stamps)
+    assert ids(fetch_all(http, server, "/v2/learning-paths")) == ids(fetch_all(http, server, "/v2/learning_paths"))
+
+
+def test_course_properties_are_403_for_a_fifth_of_the_courses(server, http, school):
+    statuses = {c: get(http, server, f"/v2/properties/courses/{c}").status_code for c in school.courses}
+    assert sorted(statuses.values()) == [200] * 10 + [403] * 2
+    allowed = next(c for c, s in statuses.items() if s == 200)
+    body = get(http, server, f"/v2/properties/courses/{allowed}").json()
+    assert body["data"]["id"] == allowed and body["data"]["type"] == "course_properties"
+    assert isinstance(body["data"]["attributes"]["credit_value"], float)
+    assert isinstance(body["data"]["attributes"]["properties"], dict)
+    denied = next(c for c, s in statuses.items() if s == 403)
+    assert get(http, server, f"/v2/properties/courses/{denied}").json()["errors"][0]["status"] == "403"
+
+
+# ---------------------------------------------------------------- paging
+def test_paging_follows_links_and_clamps_limit(server, http):
+    first = get(http, server, "/v2/people").json()
+    assert len(first["data"]) == 10  # default_limit
+    assert "prev" not in first["links"]
+    assert first["links"]["next"] == f"{server.url}/v2/people?page=2"
+    clamped = get(http, server, "/v2/people", limit=1000, page=2).json()
+    assert len(clamped["data"]) == 100  # silently clamped to max_limit
+    assert clamped["links"]["next"] == f"{server.url}/v2/people?limit=1000&page=3"
+    assert clamped["links"]["prev"] == f"{server.url}/v2/people?limit=1000&page=1"
+    last = get(http, server, "/v2/people", limit=1000, page=3).json()
+    assert len(last["data"]) == 100 and "next" not in last["links"]
+    assert len(set(ids(fetch_all(http, server, "/v2/people", limit=7)))) == 300
+
+
+def test_links_repeat_the_other_query_parameters(server, http):
+    body = get(http, server, "/v2/people", **{"filter[name][cont]": "a", "sort": "-created_at", "limit": 5}).json()
+    assert body["links"]["next"] == f"{server.url}/v2/people?filter[name][cont]=a&sort=-created_at&limit=5&page=2"
+
+
+def test_page_past_the_end_is_empty_without_next(server, http):
+    body = get(http, server, "/v2/people", limit=100, page=9).json()
+    assert body["data"] == [] and "next" not in body["links"] and body["links"]["prev"].endswith("page=8")
+
+
+@pytest.mark.parametrize("params", [{"page": "abc"}, {"page": "0"}, {"limit": "-1"}, {"limit": ""},
+                                    {"filter[name][like]": "x"}])
+def test_invalid_paging_or_predicate_is_400(server, http, params):
+    response = get(http, server, "/v2/people", **params)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["status"] == "400"
+
+
+# ---------------------------------------------------------------- filters and sorting
+def _people(school):
+    return list(school.people.values())
+
+
+@pytest.mark.parametrize("param, value, keep", [
+    ("filter[registration_status][eq]", "invited", lambda a: a["registration_status"] == "invited"),
+    ("filter[registration_status][not_eq]", "invited", lambda a: a["registration_status"] != "invited"),
+    ("filter[email][cont]", "LOVELACE", lambda a: "lovelace" in a["email"]),
+    ("filter[name]", "ada", lambda a: "ada" in a["name"].lower()),
+    ("filter[created_at][gt]", "2022-06-01T00:00:00Z", lambda a: a["created_at"] > "2022-06-01T00:00:00Z"),
+    ("filter[created_at][gteq]", "2022-06-01", lambda a: a["created_at"] >= "2022-06-01"),
+    ("filter[updated_at][lt]", "2021-01-01T00:00:00Z", lambda a: a["updated_at"] < "2021-01-01T00:00:00Z"),
+    ("filter[updated_at][lteq]", "2021-01-01T00:00:00Z", lambda a: a["updated_at"] <= "2021-01-01T00:00:00Z"),
+    ("filter[disabled][eq]", "true", lambda a: a["disabled"]),
+    ("filter[activated_at][not_eq]", "x", lambda a: True),
+    ("filter[no_such_attribute][eq]", "x", lambda a: True),
+])
+def test_filter_predicates(server, http, school, param, value, keep):
+    expected = {p["id"] for p in _people(school) if keep(p["attributes"])}
+    assert 0 < len(expected)
+    assert set(ids(fetch_all(http, server, "/v2/people", limit=100, **{param: value}))) == expected
+
+
+def test_filter_boundaries_are_exact(server, http, school):
+    person = _people(school)[17]
+    stamp = person["attributes"]["created_at"]
+    for predicate, included in [("gt", False), ("gteq", True), ("lt", False), ("lteq", True), ("eq", True)]:
+        found = ids(fetch_all(http, server, "/v2/people", limit=100, **{f"filter[created_at][{predicate}]": stamp}))
+        assert (person["id"] in found) is included, predicate
+
+
+def test_filter_in_on_id_and_numbers_and_several_filters_and_together(server, http, school):
+    wanted = list(school.people)[:3]
+    found = fetch_all(http, server, "/v2/people", **{"filter[id][in]": ",".join(wanted + ["nope"])})
+    assert set(ids(found)) == set(wanted)
+    course = max(school.enrollments, key=lambda c: len(school.enrollments[c]))
+    path = f"/v2/courses/{course}/enrollments"
+    done = fetch_all(http, server, path, limit=100, **{"filter[progress][gteq]": "100"})
+    assert done and all(e["attributes"]["progress"] == 100 for e in done)
+    some = fetch_all(http, server, path, limit=100, **{"filter[progress][in]": "0,100"})
+    assert {e["attributes"]["progress"] for e in some} == {0, 100}
+    both = fetch_all(http, server, "/v2/people", limit=100, **{"filter[registration_status][eq]": "registered",
+                                                               "filter[created_at][gteq]": "2023-01-01"})
+    expected = {p["id"] for p in _people(school) if p["attributes"]["registration_status"] == "registered"
+                and p["attributes"]["created_at"] >= "2023-01-01"}
+    assert set(ids(both)) == expected
+
+
+def test_ignore_filters_returns_everything(server, http):
+    server.ignore_filters = True
+    assert len(fetch_all(http, server, "/v2/people", limit=100, **{"filter[email][eq]": "nobody"})) == 300
+
+
+def test_default_order_is_created_at_then_id(server, http, school):
+    assert ids(fetch_all(http, server, "/v2/people", limit=100)) == expected_order(_people(school), ("created_at", False))
+    course = max(school.enrollments, key=lambda c: len(school.enrollments[c]))
+    enrollments = fetch_all(http, server, f"/v2/courses/{course}/enrollments", limit=100)
+    assert ids(enrollments) == expected_order(school.enrollments[course], ("enrolled_at", False))
+
+
+@pytest.mark.parametrize("sort, keys", [
+    ("updated_at", [("updated_at", False)]),
+    ("-updated_at", [("updated_at", True)]),
+    ("-id", [("id", True)]),
+    ("registration_status,-created_at", [("registration_status", False), ("created_at", True)]),
+    ("-disabled,activated_at", [("disabled", True), ("activated_at", False)]),
+    ("unknown,last_name", [("last_name", False)]),
+])
+def test_sort(server, http, school, sort, keys):
+    people = _people(school)
+    if keys == [("id", True)]:
+        expected = sorted(school.people, reverse=True)
+    else:
+        expected = expected_order(people, *keys)
+    assert ids(fetch_all(http, server, "/v2/people", limit=100, sort=sort)) == expected
+
+
+def test_ignore_sort_keeps_the_default_order(server, http, school):
+    server.ignore_sort = True
+    got = ids(fetch_all(http, server, "/v2/people", limit=100, sort="-updated_at"))
+    assert got == expected_order(_people(school), ("created_at", False))
+
+
+# ---------------------------------------------------------------- rate limit and latency
+@pytest.mark.parametrize("retry_after", [True, False])
+def test_burst_over_the_rate_limit_gets_429(school, http, retry_after):
+    with FakeNorthpass(school, api_key=KEY, rate_limit=10, retry_after=retry_after) as server:
+        responses = [http.get(server.url + "/v2/categories", timeout=10) for _ in range(15)]
+        assert [r.status_code for r in responses[:10]] == [200] * 10
+        limited = responses[10]
+        assert limited.status_code == 429 and limited.json()["errors"][0]["status"] == "429"
+        assert limited.headers.get("Retry-After") == ("1" if retry_after else None)
+        assert server.count(status=429) >= 1 and server.count(status=200) == 10
+        time.sleep(1.05)
+        assert http.get(server.url + "/v2/categories", timeout=10).status_code == 200
+
+
+def test_latency_does_not_block_concurrent_requests(school):
+    with FakeNorthpass(school, api_key=KEY, rate_limit=None, latency=0.4) as server:
+        statuses = []
+
+        def call():
+            statuses.append(requests.get(server.url + "/v2/people", headers={"X-Api-Key": KEY}, timeout=10,
+                                         proxies={"http": None}).status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(6)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        assert statuses == [200] * 6
+        assert 0.4 <= elapsed < 1.2
+
+
+# ---------------------------------------------------------------- faults
+@pytest.mark.parametrize("kind", ["500", "502", "503"])
+def test_injected_error_status(server, http, kind):
+    server.inject(r"^/v2/people$", kind, times=2)
+    assert get(http, server, "/v2/courses").status_code == 200  # another path is untouched
+    for _ in range(2):
+        response = get(http, server, "/v2/people")
+        assert response.status_code == int(kind)
+        assert response.json()["errors"][0]["status"] == kind
+    assert get(http, server, "/v2/people").status_code == 200
+
+
+def test_injected_html_page(server, http):
+    server.inject("/v2/people", "html")
+    response = get(http, server, "/v2/people")
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(ValueError):
+        response.json()
+
+
+def test_injected_answer_without_data(server, http):
+    server.inject("/v2/people", "no_data")
+    response = get(http, server, "/v2/people")
+    assert response.status_code == 200 and "data" not in response.json()
+
+
+def test_injected_connection_reset(server, http):
+    server.inject("/v2/people", "reset")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        get(http, server, "/v2/people")
+    assert get(http, server, "/v2/people").status_code == 200
+    assert [r.status for r in server.requests] == [0, 200]
+
+
+def test_injected_slow_answer(server, http):
+    server.slow_seconds = 0.3
+    server.inject("/v2/people", "slow")
+    started = time.monotonic()
+    response = get(http, server, "/v2/people")
+    assert time.monotonic() - started >= 0.3
+    assert response.status_code == 200 and len(response.json()["data"]) == 10
+
+
+def test_injected_repeat_serves_the_previous_page_with_this_pages_links(server, http):
+    page1 = get(http, server, "/v2/people", limit=5, page=1).json()
+    server.inject("/v2/people", "repeat")
+    page2 = get(http, server, "/v2/people", limit=5, page=2).json()
+    assert page2["data"] == page1["data"]
+    assert page2["links"]["self"].endswith("page=2") and page2["links"]["next"].endswith("page=3")
+    assert get(http, server, "/v2/people", limit=5, page=2).json()["data"] != page1["data"]
+
+
+def test_unknown_fault_kind_is_refused(server):
+    with pytest.raises(ValueError):
+        server.inject("/v2/people", "teapot")
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_forbid_answers_every_matching_request(server, http, school, status):
+    server.forbid(r"^/v2/courses/[^/]+/enrollments$", status=status)
+    course = next(iter(school.courses))
+    for _ in range(3):
+        response = get(http, server, f"/v2/courses/{course}/enrollments")
+        assert response.status_code == status
+        assert response.json()["errors"][0]["status"] == str(status)
+    assert get(http, server, f"/v2/courses/{course}").status_code == 200
+    with pytest.raises(ValueError):
+        server.forbid("/v2/people", status=500)
+
+
+# ---------------------------------------------------------------- log, stats, callbacks
+def test_request_log_and_count(server, http):
+    get(http, server, "/v2/people", limit=3)
+    get(http, server, "/v2/people/nope")
+    http.get(server.url + "/v2/people", headers={"X-Api-Key": "bad"}, timeout=10)
+    assert [(r.method, r.path, r.status) for r in server.requests] == [
+        ("GET", "/v2/people", 200), ("GET", "/v2/people/nope", 404), ("GET", "/v2/people", 401)]
+    assert server.requests[0].query == {"limit": "3"}
+    assert server.count() == 3 and server.count("/v2/people") == 2 and server.count("/v2/people*") == 3
+    assert server.count(status=404) == 1 and server.count("/v2/people", status=200) == 1
+    stats = requests.get(server.url + "/_stats", timeout=10, proxies={"http": None}).json()
+    assert stats == {"requests": 3, "by_status": {"200": 1, "401": 1, "404": 1}}
+    server.reset_log()
+    assert server.count() == 0 and server.requests == []
+
+
+def test_on_request_runs_after_each_list_page_and_can_mutate(server, http, school):
+    seen = []
+
+    def mutate(srv, entry):
+        seen.append((entry.path, entry.query.get("page"), entry.status))
+        if len(seen) == 1:
+            srv.school.create_person()
+
+    server.on_request = mutate
+    people = fetch_all(http, server, "/v2/people", limit=100)
+    assert len(people) == 301  # created after page 1; sorts last (newest created_at)
+    assert seen == [("/v2/people", None, 200), ("/v2/people", "2", 200), ("/v2/people", "3", 200),
+                    ("/v2/people", "4", 200)]
+    get(http, server, "/v2/people/nope")
+    assert len(seen) == 4 and server.callback_errors == []
+
+
+# ---------------------------------------------------------------- mutations and the clock
+def test_clock_starts_after_all_data_and_ticks(school):
+    assert school.clock == 1735689600
+    assert school.tick() == "2025-01-01T00:00:01Z"
+    assert school.tick() == "2025-01-01T00:00:02Z"
+
+
+def test_mutations_stamp_updated_at_from_the_clock(server, http, school):
+    person = school.update_person()
+    assert school.people[person]["attributes"]["updated_at"] == "2025-01-01T00:00:01Z"
+    served = get(http, server, "/v2/people", **{"filter[updated_at][gteq]": "2025-01-01T00:00:00Z"}).json()["data"]
+    assert ids(served) == [person]
+    chosen = list(school.people)[5]
+    assert school.update_person(chosen, first_name="Zed") == chosen
+    assert school.people[chosen]["attributes"]["first_name"] == "Zed"
+    assert school.people[chosen]["attributes"]["updated_at"] == "2025-01-01T00:00:02Z"
+    course, group = school.update_course(), school.update_group()
+    assert school.courses[course]["attributes"]["updated_at"] == "2025-01-01T00:00:03Z"
+    assert school.groups[group]["attributes"]["updated_at"] == "2025-01-01T00:00:04Z"
+    assert school.update_group(group, updated_at="2030-01-01T00:00:00Z") == group
+    assert school.groups[group]["attributes"]["updated_at"] == "2030-01-01T00:00:00Z"
+    new = school.create_person()
+    assert school.people[new]["attributes"]["created_at"] == school.people[new]["attributes"]["updated_at"] \
+        == "2025-01-01T00:00:05Z"
+    assert get(http, server, f"/v2/people/{new}").status_code == 200
+    gone = school.delete_person()
+    assert gone not in school.people and get(http, server, f"/v2/people/{gone}").status_code == 404
+
+
+def test_bulk_import_shares_one_timestamp(server, http, school):
+    stamp = "2023-05-05T05:05:05Z"
+    imported = school.bulk_import(25, stamp)
+    assert len(set(imported)) == 25
+    found = fetch_all(http, server, "/v2/people", limit=100, **{"filter[created_at][eq]": stamp})
+    assert sorted(ids(found)) == sorted(imported)
+    assert {p["attributes"]["updated_at"] for p in found} == {stamp}
+    assert ids(found) == sorted(imported)  # same created_at: id breaks the tie
+    assert school.clock == 1735689600
+
+
+def test_same_seed_same_school_and_mutations():
+    def snapshot(school):
+        school.update_person()
+        school.create_person()
+        return json.dumps([school.people, school.courses, school.enrollments, school.groups,
+                           school.learning_paths, school.learning_path_enrollments, school.categories,
+                           school.activities, school.course_progresses, school.course_properties],
+                          sort_keys=True)
+
+    assert snapshot(School.generate(**SIZES, seed=7)) == snapshot(School.generate(**SIZES, seed=7))
+    assert snapshot(School.generate(**SIZES, seed=7)) != snapshot(School.generate(**SIZES, seed=8))
+
+
+# ---------------------------------------------------------------- CLI
+@pytest.mark.parametrize("command", [["integration_tests/fake_northpass.py"], ["-m", "integration_tests.fake_northpass"]])
+def test_cli_serves_until_sigterm(tmp_path, command):
+    port_file = tmp_path / "port"
+    process = subprocess.Popen(
+        [sys.executable, *command, "--port", "0", "--people", "30", "--courses", "3", "--enrollments", "20",
+         "--latency", "0", "--rate-limit", "0", "--api-key", "cli-key", "--port-file", str(port_file)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": ""})
+    try:
+        line = process.stdout.readline().strip()
+        assert line.startswith("fake northpass listening on http://127.0.0.1:")
+        url = line.rsplit(" ", 1)[1]
+        assert port_file.read_text().strip() == url.rsplit(":", 1)[1]
+        response = requests.get(url + "/v2/people", headers={"X-Api-Key": "cli-key"}, timeout=10,
+                                proxies={"http": None})
+        assert response.status_code == 200 and len(response.json()["data"]) == 10
+        assert requests.get(url + "/_stats", timeout=10, proxies={"http": None}).json()["requests"] == 1
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 0
+        assert json.loads(stderr.strip().splitlines()[-1]) == {"requests": 1, "by_status": {"200": 1}}
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
