@@ -1,0 +1,37 @@
+# Every target sets up what it needs from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYAIRBYTE_VENV := .venv-pyairbyte
+
+.PHONY: install demo test test-unit test-integration test-pyairbyte bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) scripts/demo.py
+
+test: install
+	$(PY) -m pytest -q
+
+test-unit: install
+	$(PY) -m pytest -q unit_tests
+
+test-integration: install
+	$(PY) -m pytest -q integration_tests
+
+$(PYAIRBYTE_VENV)/.installed: constraints-pyairbyte.txt
+	$(PYTHON) -m venv $(PYAIRBYTE_VENV)
+	$(PYAIRBYTE_VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints-pyairbyte.txt airbyte==0.71.3
+	touch $@
+
+test-pyairbyte: $(PYAIRBYTE_VENV)/.installed
+	$(PYAIRBYTE_VENV)/bin/python integration_tests/pyairbyte_check.py
+
+clean:
+	rm -rf $(VENV) $(PYAIRBYTE_VENV) .pytest_cache *.egg-info integration_tests/.generated
