@@ -11,26 +11,37 @@ import logging
 import threading
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, List, Mapping, MutableMapping, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, MutableMapping, Optional, Set, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
 
-from airbyte_cdk.models import FailureType
+from airbyte_cdk.models import (
+    AirbyteMessage,
+    AirbyteStateBlob,
+    AirbyteStateMessage,
+    AirbyteStateType,
+    AirbyteStreamState,
+    FailureType,
+    StreamDescriptor,
+    Type,
+)
 from airbyte_cdk.sources.declarative.extractors.record_extractor import RecordExtractor
 from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
+from airbyte_cdk.sources.declarative.migrations.state_migration import StateMigration
 from airbyte_cdk.sources.declarative.requesters.error_handlers.default_error_handler import (
     DefaultErrorHandler,
 )
 from airbyte_cdk.sources.declarative.requesters.paginators.strategies.pagination_strategy import (
     PaginationStrategy,
 )
+from airbyte_cdk.sources.declarative.retrievers.simple_retriever import SimpleRetriever
 from airbyte_cdk.sources.declarative.validators.validation_strategy import ValidationStrategy
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import (
     ErrorResolution,
     ResponseAction,
 )
-from airbyte_cdk.sources.types import Config, Record
+from airbyte_cdk.sources.types import Config, Record, StreamSlice
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 logger = logging.getLogger("airbyte")
@@ -268,3 +279,323 @@ class WarnWhenIgnored(DefaultErrorHandler):
         if resolution.response_action == ResponseAction.IGNORE:
             logger.warning(resolution.error_message or "Skipping a resource Northpass refused.")
         return resolution
+
+
+# --------------------------------------------------------------------------------------------
+# Incremental reads: key paging on updated_at
+# --------------------------------------------------------------------------------------------
+
+
+def _instant(value: Any) -> Optional[datetime]:
+    """A record's updated_at as an aware datetime; None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError:
+        return None
+
+
+def _format(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass
+class UpdatedAtState(StateMigration):
+    """Accept a saved state only in its documented shape, `{"updated_at": "<ISO 8601>"}`.
+
+    Runs before the CDK cursor reads the state, whose own failure on a malformed value is a
+    generic "something went wrong"; a person needs to hear which stream and what to do. The value
+    is normalised to UTC seconds, the format the connector sends Northpass. The CDK's own
+    concurrent state format passes through untouched.
+    """
+
+    parameters: InitVar[Mapping[str, Any]]
+    cursor_field: str = "updated_at"
+
+    def __post_init__(self, parameters: Mapping[str, Any]) -> None:
+        self._stream = parameters.get("name", "this stream")
+
+    def should_migrate(self, stream_state: Mapping[str, Any]) -> bool:
+        return bool(stream_state) and "state_type" not in stream_state
+
+    def migrate(self, stream_state: Mapping[str, Any]) -> Mapping[str, Any]:
+        value = stream_state.get(self.cursor_field)
+        moment = _instant(value)
+        if moment is None or set(stream_state) != {self.cursor_field}:
+            raise _config_error(
+                f"The saved state of stream {self._stream} is {json.dumps(dict(stream_state))[:200]}, not "
+                f'{{"{self.cursor_field}": "<ISO 8601 datetime>"}}. Reset the stream (a full read) or '
+                "fix the state to that shape."
+            )
+        return {self.cursor_field: _format(moment)}
+
+
+class _ServerIgnoresQuery(Exception):
+    """The server answered as if a filter or sort parameter were not there."""
+
+
+@dataclass
+class UpdatedAtKeysetRetriever(SimpleRetriever):
+    """Read a list in `updated_at` order by key, not by offset, so that nothing is skipped while
+    Northpass data changes during the sync.
+
+    Why not the CDK's DatetimeBasedCursor with a page-number paginator: `page=N` is an offset, and
+    a person updated, created or deleted while page 3 is read shifts everyone after them by one,
+    so someone who never changed is never emitted, and the state then moves past them for good.
+    Here every request is `page=1` of `filter[updated_at][gteq]=<last updated_at seen>&sort=updated_at`:
+    a change elsewhere in the list cannot shift what the next request returns.
+
+    - Ties: when a whole page shares one `updated_at` (a bulk import stamps hundreds of learners
+      with the same second), moving the filter does not advance. The tie group is then read by id
+      (`filter[updated_at][eq]=T&filter[id][gt]=<last id>&sort=id`), and the main walk resumes
+      with `filter[updated_at][gt]=T`. If the server does not honour the id filter or sort, the
+      group is read by page number instead, and read again until a pass finds no one new, so a
+      member leaving the group mid-read cannot hide another.
+    - A server that ignores the updated_at filter or the sort is detected from the records it
+      returns; the stream then falls back to a plain page-number walk of the whole list, keeps
+      only records at or after the cursor, and logs one warning saying so.
+    - Records seen twice at a boundary timestamp are emitted once (only the ids at the current
+      boundary are remembered, so memory stays bounded).
+    - State: after each page, a STATE message `{"updated_at": T}` is emitted, where every record
+      updated before T has been emitted; a sync stopped half-way resumes from there and re-reads
+      about a page. The final state is the CDK cursor's: the newest `updated_at` emitted.
+
+    The lower bound comes from the CDK cursor's slice (`start_time`: the state, else start_date);
+    in full refresh there is no cursor slice and the walk starts at start_date, or at the
+    beginning when none is set.
+    """
+
+    cursor_field: str = "updated_at"
+    page_size: Union[int, str] = 100
+
+    def __post_init__(self, parameters: Mapping[str, Any]) -> None:
+        super().__post_init__(parameters)
+        self._limit = int(InterpolatedString.create(str(self.page_size), parameters=parameters).eval(self.config))
+
+    def read_records(
+        self,
+        records_schema: Mapping[str, Any],
+        stream_slice: Optional[StreamSlice] = None,
+    ) -> Iterable[Any]:
+        stream_slice = stream_slice or StreamSlice(partition={}, cursor_slice={})
+        yield from _KeysetWalk(self, records_schema, stream_slice).run()
+
+    # Requests and records, shared by the walk's modes.
+    def fetch(self, stream_slice: StreamSlice, params: Mapping[str, Any]) -> requests.Response:
+        response = self.requester.send_request(
+            stream_state={}, stream_slice=stream_slice, request_params=dict(params)
+        )
+        if response is None:
+            raise AirbyteTracedException(
+                message=f"Northpass returned no response for stream {self.name}.",
+                failure_type=FailureType.system_error,
+            )
+        return response
+
+    def records(self, response: requests.Response, schema: Mapping[str, Any], stream_slice: StreamSlice) -> List[Record]:
+        return list(
+            self.record_selector.select_records(
+                response=response, stream_state={}, records_schema=schema, stream_slice=stream_slice
+            )
+        )
+
+    def state_message(self, updated_at: str) -> AirbyteMessage:
+        return AirbyteMessage(
+            type=Type.STATE,
+            state=AirbyteStateMessage(
+                type=AirbyteStateType.STREAM,
+                stream=AirbyteStreamState(
+                    stream_descriptor=StreamDescriptor(name=self.name),
+                    stream_state=AirbyteStateBlob(**{self.cursor_field: updated_at}),
+                ),
+            ),
+        )
+
+
+class _KeysetWalk:
+    """One read of one stream: the per-read state of UpdatedAtKeysetRetriever (which is shared by
+    threads, so it keeps none itself)."""
+
+    MAX_TIE_PASSES = 4
+
+    def __init__(self, retriever: UpdatedAtKeysetRetriever, schema: Mapping[str, Any], stream_slice: StreamSlice):
+        self.r = retriever
+        self.schema = schema
+        self.slice = stream_slice
+        self.field = retriever.cursor_field
+        self.limit = retriever._limit
+        start = (stream_slice.cursor_slice or {}).get("start_time") or retriever.config.get("start_date")
+        self.checkpoints = bool((stream_slice.cursor_slice or {}).get("start_time"))
+        self.lower_instant: Optional[datetime] = parse_datetime(start) if start else None
+        if self.lower_instant is not None and self.lower_instant <= _EPOCH:
+            self.lower_instant = None  # the cursor's "beginning of time": no filter at all
+        self.lower: Optional[str] = _format(self.lower_instant) if self.lower_instant else None
+        # ids emitted whose updated_at equals the boundary (the only ones a next request repeats)
+        self.boundary_ids: Set[str] = set()
+        self.checkpointed: Optional[str] = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _params(self, page: int = 1, **filters: str) -> Dict[str, Any]:
+        params: Dict[str, Any] = {"limit": self.limit, "page": page}
+        params.update(filters)
+        return params
+
+    def _read(self, params: Mapping[str, Any]) -> Tuple[List[Record], bool]:
+        response = self.r.fetch(self.slice, params)
+        records = self.r.records(response, self.schema, self.slice)
+        document = json_api_document(response)
+        links = document.get("links") if isinstance(document, dict) else None
+        return records, bool(isinstance(links, dict) and links.get("next"))
+
+    def _stamp(self, record: Record) -> Tuple[Optional[datetime], Optional[str]]:
+        raw = record.data.get(self.field)
+        return _instant(raw), raw
+
+    def _warn(self, what: str) -> None:
+        logger.warning(
+            f"Stream {self.r.name}: Northpass {what}; reading the whole list page by page instead "
+            "(correct, but every page is requested)."
+        )
+
+    # -- the walk --------------------------------------------------------------------------
+    def run(self) -> Iterator[Any]:
+        try:
+            yield from self._keyset()
+        except _ServerIgnoresQuery as reason:
+            self._warn(str(reason))
+            yield from self._scan()
+
+    def _keyset(self) -> Iterator[Any]:
+        operator = "gteq"
+        while True:
+            filters = {"sort": self.field}
+            if self.lower is not None:
+                filters[f"filter[{self.field}][{operator}]"] = self.lower
+            records, has_next = self._read(self._params(**filters))
+            stamps = [self._stamp(r) for r in records]
+            self._verify(stamps, strictly_after=operator == "gt")
+            for record, (moment, raw) in zip(records, stamps):
+                if moment is not None and moment == self.lower_instant and str(record.data.get("id")) in self.boundary_ids:
+                    continue
+                yield record
+            if not has_next:
+                return
+            if not records:
+                raise _ServerIgnoresQuery(f"returned an empty page with a next link on stream {self.r.name}")
+            last_moment, last_raw = stamps[-1]
+            if last_moment is None:
+                raise _ServerIgnoresQuery(f"returned records without {self.field} on stream {self.r.name}")
+            if self.lower_instant is None or last_moment > self.lower_instant:
+                self.lower, self.lower_instant, operator = last_raw, last_moment, "gteq"
+                self.boundary_ids = {str(r.data.get("id")) for r, (m, _) in zip(records, stamps) if m == last_moment}
+                yield from self._checkpoint()
+                continue
+            # A full page at one timestamp: read that tie group, then go on strictly after it.
+            seen = {str(r.data.get("id")) for r in records} | self.boundary_ids
+            yield from self._tie_group(seen)
+            operator = "gt"
+            self.boundary_ids = set()
+
+    def _verify(self, stamps: List[Tuple[Optional[datetime], Optional[str]]], strictly_after: bool) -> None:
+        previous: Optional[datetime] = None
+        for moment, _ in stamps:
+            if moment is None:
+                continue
+            if self.lower_instant is not None and (
+                moment < self.lower_instant or (strictly_after and moment == self.lower_instant)
+            ):
+                raise _ServerIgnoresQuery(f"ignored filter[{self.field}] on stream {self.r.name}")
+            if previous is not None and moment < previous:
+                raise _ServerIgnoresQuery(f"ignored sort={self.field} on stream {self.r.name}")
+            previous = moment
+
+    def _checkpoint(self) -> Iterator[Any]:
+        if self.checkpoints and self.lower is not None and self.lower != self.checkpointed:
+            self.checkpointed = self.lower
+            yield self.r.state_message(_format(self.lower_instant) if self.lower_instant else self.lower)
+
+    def _tie_group(self, seen: Set[str]) -> Iterator[Any]:
+        """Every record with updated_at == self.lower, each once; `seen` are already emitted."""
+        tie = self.lower
+        last_id: Optional[str] = None  # the first request starts the group from its lowest id
+        try:
+            while True:
+                filters = {"sort": "id", f"filter[{self.field}][eq]": tie}
+                if last_id is not None:
+                    filters["filter[id][gt]"] = last_id
+                records, has_next = self._read(self._params(**filters))
+                ids = [str(r.data.get("id")) for r in records]
+                if any(last_id is not None and i <= last_id for i in ids) or ids != sorted(ids) or any(
+                    self._stamp(r)[0] != self.lower_instant for r in records
+                ):
+                    raise _ServerIgnoresQuery("id")
+                for record, record_id in zip(records, ids):
+                    if record_id not in seen:
+                        seen.add(record_id)
+                        yield record
+                if not has_next or not ids:
+                    return
+                last_id = ids[-1]
+        except _ServerIgnoresQuery:
+            logger.warning(
+                f"Stream {self.r.name}: Northpass does not page by id within the {len(seen)}+ records "
+                f"updated at {tie}; reading them by page number, twice or more, so none is missed."
+            )
+            yield from self._tie_group_by_page(seen)
+
+    def _tie_group_by_page(self, seen: Set[str]) -> Iterator[Any]:
+        """Page numbers within one timestamp, repeated until a pass finds no one new: members only
+        leave a past timestamp, and a leaver can hide another member only in the pass it left."""
+        filters = {"sort": self.field, f"filter[{self.field}][eq]": self.lower}
+        for _ in range(self.MAX_TIE_PASSES):
+            new_in_pass = 0
+            page = 1
+            while True:
+                records, has_next = self._read(self._params(page=page, **filters))
+                for record in records:
+                    record_id = str(record.data.get("id"))
+                    if self._stamp(record)[0] == self.lower_instant and record_id not in seen:
+                        seen.add(record_id)
+                        new_in_pass += 1
+                        yield record
+                if not has_next or not records:
+                    break
+                page += 1
+            if new_in_pass == 0:
+                return
+        raise AirbyteTracedException(
+            message=f"Stream {self.r.name}: the records updated at {self.lower} kept changing while they "
+            f"were read ({self.MAX_TIE_PASSES} passes); failing rather than risk missing one.",
+            failure_type=FailureType.transient_error,
+        )
+
+    def _scan(self) -> Iterator[Any]:
+        """The safe mode: every page by number, no filter or sort relied upon; records before the
+        cursor are dropped here. No checkpoints: the order is unknown until the end."""
+        page = 1
+        previous_ids: Optional[List[str]] = None
+        repeats = 0
+        while True:
+            records, has_next = self._read(self._params(page=page))
+            ids = [str(r.data.get("id")) for r in records]
+            if ids and ids == previous_ids:
+                repeats += 1
+                if repeats > 2:
+                    raise AirbyteTracedException(
+                        message=f"Northpass kept answering page {page} of stream {self.r.name} with the "
+                        "records of the page before it; stopping instead of looping.",
+                        failure_type=FailureType.system_error,
+                    )
+                continue
+            repeats, previous_ids = 0, ids
+            for record in records:
+                moment, _ = self._stamp(record)
+                if self.lower_instant is None or moment is None or moment >= self.lower_instant:
+                    yield record
+            if not has_next:
+                return
+            page += 1

@@ -32,7 +32,7 @@ def test_plain_http_to_another_host_is_refused_by_check(base_url):
 )
 def test_plain_http_to_a_loopback_host_is_allowed(base_url):
     with requests_mock.Mocker() as http:
-        request = NorthpassRequest.people().with_base_url(base_url).with_limit(1).with_page(1).mock(
+        request = NorthpassRequest.people_by_key(limit=1).with_base_url(base_url).mock(
             http, ok(page([person(1)]))
         )
         output = run_check(config(base_url=base_url))
@@ -76,10 +76,19 @@ def test_missing_api_key_fails_check():
     assert "api_key" in _check_failure(cfg)
 
 
-@pytest.mark.parametrize("start_date", ["2024-01-31", "2024-01-31T10:00:00Z", "2024-01-31T10:00:00+02:00"])
-def test_iso_dates_and_datetimes_are_accepted(start_date):
+@pytest.mark.parametrize(
+    "start_date, lower_bound",
+    [
+        ("2024-01-31", "2024-01-31T00:00:00Z"),
+        ("2024-01-31T10:00:00Z", "2024-01-31T10:00:00Z"),
+        ("2024-01-31T10:00:00+02:00", "2024-01-31T08:00:00Z"),
+    ],
+)
+def test_iso_dates_and_datetimes_are_accepted_and_sent_in_utc(start_date, lower_bound):
     with requests_mock.Mocker() as http:
-        NorthpassRequest.people().with_limit(1).with_page(1).mock(http, ok(page([person(1)])))
+        NorthpassRequest.people_by_key(lower_bound, limit=1).mock(
+            http, ok(page([person(1, updated_at="2024-02-01T00:00:00Z")]))
+        )
         output = run_check(config(start_date=start_date))
     (status,) = output.connection_status_messages
     assert status.connectionStatus.status == Status.SUCCEEDED

@@ -17,7 +17,9 @@ from unit_tests.northpass_builders import (
 
 
 def _courses(http, numbers):
-    return NorthpassRequest.courses().with_limit(100).with_page(1).mock(http, ok(page([course(n) for n in numbers])))
+    return NorthpassRequest.courses().with_limit(100).with_page(1).with_sort("updated_at").mock(
+        http, ok(page([course(n) for n in numbers]))
+    )
 
 
 def test_full_refresh_reads_each_course_enrollments_with_course_id_on_every_record():

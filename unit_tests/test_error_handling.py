@@ -21,7 +21,10 @@ FAST_RETRY = {"Retry-After": "0.01"}
 
 
 def _people_page_1():
-    return NorthpassRequest.people().with_limit(100).with_page(1)
+    return NorthpassRequest.people_by_key()
+
+
+SECOND_PAGE_FROM = person(1)["attributes"]["updated_at"]
 
 
 def _failure(output):
@@ -43,7 +46,7 @@ def test_401_fails_as_config_error_saying_the_key_was_rejected():
 
 def test_check_with_a_rejected_key_fails_with_a_clear_message():
     with requests_mock.Mocker() as http:
-        request = NorthpassRequest.people().with_limit(1).with_page(1).mock(http, status(401))
+        request = NorthpassRequest.people_by_key(limit=1).mock(http, status(401))
         output = run_check(config())
 
     (connection,) = output.connection_status_messages
@@ -54,7 +57,7 @@ def test_check_with_a_rejected_key_fails_with_a_clear_message():
 
 def test_check_costs_one_request_for_one_record():
     with requests_mock.Mocker() as http:
-        request = NorthpassRequest.people().with_limit(1).with_page(1).mock(http, ok(page([person(1)], True)))
+        request = NorthpassRequest.people_by_key(limit=1).mock(http, ok(page([person(1)], True)))
         output = run_check(config())
 
     (connection,) = output.connection_status_messages
@@ -119,8 +122,8 @@ def test_html_body_in_a_200_is_retried_not_taken_as_an_empty_page():
 def test_200_without_data_is_retried_not_taken_as_the_end():
     no_data = ok({"links": {"self": "x"}}, **FAST_RETRY)
     with requests_mock.Mocker() as http:
-        NorthpassRequest.people().with_limit(100).with_page(1).mock(http, ok(page([person(1)], True)))
-        second = NorthpassRequest.people().with_limit(100).with_page(2).mock(http, no_data, ok(page([person(2)])))
+        _people_page_1().mock(http, ok(page([person(1)], True)))
+        second = NorthpassRequest.people_by_key(SECOND_PAGE_FROM).mock(http, no_data, ok(page([person(2)])))
         output = run_read(config(), ["people"])
 
     assert second.call_count == 2
@@ -129,8 +132,8 @@ def test_200_without_data_is_retried_not_taken_as_the_end():
 
 def test_page_that_cannot_be_read_after_retries_fails_the_sync_naming_stream_and_path():
     with requests_mock.Mocker() as http:
-        NorthpassRequest.people().with_limit(100).with_page(1).mock(http, ok(page([person(1)], True)))
-        second = NorthpassRequest.people().with_limit(100).with_page(2).mock(http, status(502, None, **FAST_RETRY))
+        _people_page_1().mock(http, ok(page([person(1)], True)))
+        second = NorthpassRequest.people_by_key(SECOND_PAGE_FROM).mock(http, status(502, None, **FAST_RETRY))
         output = run_read(config(max_retries=2), ["people"], expect_failure=True)
 
     assert second.call_count == 3, "one try and two retries"
