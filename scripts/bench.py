@@ -1,0 +1,207 @@
+"""`make bench`: how close a sync comes to Northpass's floor, measured against the fake server.
+
+The floor of a sync is the fewest requests it needs at the largest page the server gives,
+divided by the rate limit (10 requests/second): people and courses in pages, plus at least one
+request per course for its enrollments. Each run starts the fake Northpass server in this
+process (latency and rate limit as given) and the connector as a subprocess (`python main.py
+read`), and reports records, requests, 429s, wall time (the whole process, Python start-up
+included), the floor, wall/floor, and the connector's peak memory (max RSS).
+
+    python scripts/bench.py                          # 3,000 people, 40 courses, 1,200 enrollments, 80 ms
+    python scripts/bench.py --people 10000 --changes 500
+    python scripts/bench.py --cpu --people 50000     # no latency, no limit: records per second
+    python scripts/bench.py --sizes 1000,3000,10000,30000 --chart docs/bench.png
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from integration_tests.fake_northpass import FakeNorthpass, School  # noqa: E402
+
+API_KEY = "bench-key-0000"
+STREAMS = ["people", "courses", "course_enrollments"]
+
+
+def catalog(mode: str) -> dict:
+    return {
+        "streams": [
+            {
+                "stream": {"name": s, "json_schema": {"type": "object"}, "supported_sync_modes": ["full_refresh", "incremental"]},
+                "sync_mode": "incremental" if mode == "incremental" and s != "course_enrollments" else "full_refresh",
+                "destination_sync_mode": "append",
+            }
+            for s in STREAMS
+        ]
+    }
+
+
+def run_read(config: dict, mode: str, state: list = None) -> dict:
+    """One `python main.py read`: records per stream, the last state, wall time, peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for name, content in (("config", config), ("catalog", catalog(mode)), ("state", state)):
+            if content is not None:
+                paths[name] = Path(tmp) / f"{name}.json"
+                paths[name].write_text(json.dumps(content))
+        args = [sys.executable, str(ROOT / "main.py"), "read", "--config", str(paths["config"]), "--catalog", str(paths["catalog"])]
+        if "state" in paths:
+            args += ["--state", str(paths["state"])]
+        records, states, errors = Counter(), {}, []
+        started = time.monotonic()
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+        for line in process.stdout:
+            if line.startswith('{"type":"RECORD"'):
+                records[line[line.index('"stream":"') + 10 : line.index('"', line.index('"stream":"') + 10)]] += 1
+            elif line.startswith('{"type":"STATE"'):
+                message = json.loads(line)["state"]
+                states[message["stream"]["stream_descriptor"]["name"]] = message
+            elif '"type":"TRACE"' in line and '"ERROR"' in line:
+                errors.append(json.loads(line)["trace"]["error"]["message"])
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.monotonic() - started
+    return {
+        "records": records,
+        "state": list(states.values()),
+        "wall": wall,
+        "peak_mb": usage.ru_maxrss / 1024,
+        "ok": os.waitstatus_to_exitcode(status) == 0 and not errors,
+        "errors": errors,
+    }
+
+
+def floor_requests(school: School, page: int) -> int:
+    with school.lock:
+        per_course = sum(max(1, math.ceil(len(school.enrollments.get(c, [])) / page)) for c in school.courses)
+        return math.ceil(len(school.people) / page) + math.ceil(len(school.courses) / page) + per_course
+
+
+def measure(args, people: int, changes: int) -> list:
+    school = School.generate(
+        people=people, courses=args.courses, enrollments=args.enrollments, groups=1, learning_paths=1,
+        categories=1, activities_per_course=0, seed=args.seed,
+    )
+    latency, limit = (0.0, None) if args.cpu else (args.latency, args.rate_limit)
+    rows = []
+    with FakeNorthpass(school, api_key=API_KEY, max_limit=args.max_limit, rate_limit=limit, latency=latency) as server:
+        config = {
+            "api_key": API_KEY,
+            "base_url": server.url,
+            "page_size": args.page_size,
+            "num_workers": args.workers,
+            "requests_per_second": 1000 if args.cpu else args.rate_limit,
+        }
+        first = run_read(config, "full")
+        rows.append(row("full", server, first, floor_requests(school, min(args.page_size, args.max_limit)), args))
+        if changes:
+            for _ in range(changes):
+                school.update_person()
+            server.reset_log()
+            second = run_read(config, "incremental", state=first["state"])
+            page = min(args.page_size, args.max_limit)
+            with school.lock:
+                enrollment_floor = sum(max(1, math.ceil(len(school.enrollments.get(c, [])) / page)) for c in school.courses)
+            floor = math.ceil(changes / page) + 1 + enrollment_floor  # changed people, courses, enrollments
+            rows.append(row(f"incremental ({changes} changed)", server, second, floor, args))
+    return rows
+
+
+def row(label, server, result, floor_requests_count, args) -> dict:
+    statuses = Counter(r.status for r in server.requests)
+    requests = sum(statuses.values())
+    records = sum(result["records"].values())
+    floor = floor_requests_count / args.rate_limit
+    first_request = server.requests[0].t if server.requests else None
+    return {
+        "run": label,
+        "records": records,
+        "requests": requests,
+        "429s": statuses.get(429, 0),
+        "wall_s": round(result["wall"], 2),
+        "floor_requests": floor_requests_count,
+        "floor_s": round(floor, 2),
+        "wall/floor": round(result["wall"] / floor, 2) if floor else None,
+        "records/s": round(records / result["wall"]),
+        "peak_mb": round(result["peak_mb"]),
+        "ok": result["ok"],
+        "errors": result["errors"][:2],
+    }
+
+
+def print_rows(rows, args) -> None:
+    mode = "cpu-bound (no latency, no limit)" if args.cpu else f"latency {args.latency * 1000:.0f} ms, limit {args.rate_limit}/s"
+    print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, {os.cpu_count()} cores")
+    columns = ["run", "people", "records", "requests", "429s", "wall_s", "floor_s", "wall/floor", "records/s", "peak_mb", "ok"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |")
+        if r["errors"]:
+            print(f"  errors: {r['errors']}")
+
+
+def chart(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    for kind, marker in (("full", "o"), ("incremental", "s")):
+        points = [(r["people"], r["wall_s"]) for r in rows if r["run"].startswith(kind)]
+        if points:
+            axis.plot(*zip(*points), marker=marker, label=f"{kind} sync (wall)")
+    floors = [(r["people"], r["floor_s"]) for r in rows if r["run"] == "full"]
+    axis.plot(*zip(*floors), linestyle="--", color="gray", label="floor of a full sync")
+    axis.set_xlabel("people in the school (40 courses, 1,200 enrollments)")
+    axis.set_ylabel("seconds")
+    axis.set_title("source-northpass: sync time against school size (80 ms latency, 10 req/s)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    print(f"chart written to {path}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--people", type=int, default=3000)
+    parser.add_argument("--courses", type=int, default=40)
+    parser.add_argument("--enrollments", type=int, default=1200)
+    parser.add_argument("--changes", type=int, default=100, help="people changed before the incremental sync (0: none)")
+    parser.add_argument("--latency", type=float, default=0.08)
+    parser.add_argument("--rate-limit", type=int, default=10)
+    parser.add_argument("--max-limit", type=int, default=100, help="the server's largest page")
+    parser.add_argument("--page-size", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cpu", action="store_true", help="no latency and no rate limit: measures records per second")
+    parser.add_argument("--sizes", help="comma-separated people counts to run one after the other")
+    parser.add_argument("--chart", type=Path, help="write a PNG of wall time against school size (needs --sizes)")
+    args = parser.parse_args()
+
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.people]
+    rows = []
+    for people in sizes:
+        for r in measure(args, people, args.changes):
+            r["people"] = people
+            rows.append(r)
+    print_rows(rows, args)
+    if args.chart:
+        chart(rows, args.chart)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
