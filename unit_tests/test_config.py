@@ -94,11 +94,25 @@ def test_iso_dates_and_datetimes_are_accepted_and_sent_in_utc(start_date, lower_
     assert status.connectionStatus.status == Status.SUCCEEDED
 
 
-def test_discover_lists_the_streams_with_primary_keys():
+def test_discover_lists_every_stream_with_its_primary_key_and_sync_modes():
     output = run_discover(config())
     streams = {s.name: s for s in output.catalog.catalog.streams}
-    assert set(streams) >= {"people", "courses", "course_enrollments"}
-    assert all(s.source_defined_primary_key == [["id"]] for s in streams.values())
+    assert {name: s.source_defined_primary_key for name, s in streams.items()} == {
+        "people": [["id"]],
+        "courses": [["id"]],
+        "course_enrollments": [["id"]],
+        "groups": [["id"]],
+        "group_memberships": [["group_id"], ["person_id"]],
+        "learning_paths": [["id"]],
+        "learning_path_enrollments": [["id"]],
+        "categories": [["id"]],
+        "course_activities": [["course_id"], ["id"]],
+        "course_properties": [["course_id"]],
+        "person_course_progresses": [["person_id"], ["id"]],
+    }
+    incremental = {name for name, s in streams.items() if "incremental" in [m.value for m in s.supported_sync_modes]}
+    assert incremental == {"people", "courses", "groups", "learning_paths", "categories", "person_course_progresses"}
+    assert all(streams[name].default_cursor_field == ["updated_at"] for name in incremental)
 
 
 def test_api_key_is_not_in_a_config_error():
