@@ -13,6 +13,8 @@ Data (``School``)
     A stored resource is ``{"id", "type", "attributes", "relationships", "links"}`` whose
     ``links.self`` is a path; the server makes it absolute. Hold ``school.lock`` to read
     while a server runs. ``school.clock`` is an epoch second after all generated data.
+    Every mutation method bumps ``school.version``; the server caches the sorted top-level
+    lists per version, so after editing records directly call ``school.touch()``.
 
 Server behaviour (``FakeNorthpass``)
     Order of checks per request: rate limit (429), ``latency`` sleep, method (405),
@@ -40,6 +42,7 @@ import sys
 import threading
 import time
 import uuid
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -122,6 +125,13 @@ class School:
         self.course_progresses: dict[str, list] = {}
         self.course_properties: dict[str, dict | None] = {}
         self._person_seq = 0
+        self.version = 0  # bumped by every change to the data; the server's list caches key on it
+
+    def touch(self) -> None:
+        """Record a change to the data. The mutation methods call it; call it yourself (holding
+        ``lock``) after editing records or collections directly, or the server may serve stale lists."""
+        with self.lock:
+            self.version += 1
 
     # ----------------------------------------------------------------- generation
     @classmethod
@@ -237,6 +247,7 @@ class School:
         return school
 
     def _add_person(self, rng: random.Random, created: int, updated: int, groups=()) -> str:
+        self.version += 1
         self._person_seq += 1
         pid = _uuid(rng)
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
@@ -256,6 +267,7 @@ class School:
         return pid
 
     def _add_enrollment(self, rng: random.Random, pid: str, cid: str, not_before: int) -> None:
+        self.version += 1
         enrolled = rng.randint(not_before, DATA_END)
         progress = _progress(rng)
         completed = iso(rng.randint(enrolled, DATA_END)) if progress == 100 else None
@@ -289,6 +301,7 @@ class School:
             if id_ is None:
                 id_ = self._mutation_rng.choice(sorted(records))
             record = records[id_]
+            self.version += 1
             record["attributes"].update(attrs)
             record["attributes"]["updated_at"] = self._stamp(updated_at)
             return id_
@@ -309,6 +322,7 @@ class School:
             stamp = self._stamp(updated_at)
             pid = self._add_person(self._mutation_rng, epoch(stamp), epoch(stamp))
             self.people[pid]["attributes"].update(attrs)
+            self.version += 1
             return pid
 
     def delete_person(self, id: str | None = None) -> str:
@@ -316,6 +330,7 @@ class School:
         with self.lock:
             if id is None:
                 id = self._mutation_rng.choice(sorted(self.people))
+            self.version += 1
             del self.people[id]
             self.course_progresses.pop(id, None)
             return id
@@ -427,6 +442,189 @@ def apply_sort(records: list, sort: str | None, default_attr: str) -> list:
     return ordered
 
 
+# The fast path for top-level lists. ``apply_filters`` and ``apply_sort`` above are the
+# reference; what follows answers the same pages without filtering and sorting the whole
+# collection on every request: orders are cached per school version, a range filter on an
+# attribute narrows with bisect on that attribute's ascending order, and the remaining filters
+# are applied lazily, only until the page and one more record are known.
+RANGE_PREDICATES = {"eq", "gt", "gteq", "lt", "lteq"}
+
+
+class _Order:
+    """A collection in one sort order, with what bisect needs when the first key ascends."""
+
+    def __init__(self, collection: "_Collection", keys: tuple):
+        # apply_sort: by id, then a stable sort per key from the last. Sorting positions by a
+        # column of values avoids a Python call per record; nulls sort first (last descending).
+        rows = collection.by_id()
+        nulls = []
+        for attr, descending in reversed(keys):
+            column = collection.column(attr)
+            if None in column:
+                nulls = [i for i in rows if column[i] is None]
+                rows = [i for i in rows if column[i] is not None]
+            else:
+                nulls = []
+            rows = sorted(rows, key=column.__getitem__, reverse=descending)  # stable
+            rows = rows + nulls if descending else nulls + rows
+        records = collection.records
+        self.records = [records[i] for i in rows]
+        self._pos: dict | None = None
+        self.kind = None  # "str" or "num": the type of every non-null first-key value
+        self.nulls, self.values = 0, []
+        if keys[0][1]:  # descending: no bisect
+            return
+        values = [column[i] for i in rows[len(nulls):]]
+        if all(type(v) is str for v in values):
+            self.kind = "str"
+        elif all(_is_number(v) and v == v for v in values):
+            self.kind = "num"
+        else:
+            return
+        self.nulls, self.values = len(nulls), values
+
+    @property
+    def pos(self) -> dict:
+        """id -> index in this order."""
+        if self._pos is None:
+            self._pos = {r["id"]: i for i, r in enumerate(self.records)}
+        return self._pos
+
+    def range(self, predicate: str, raw: str) -> tuple[int, int] | None:
+        """[lo, hi) of exactly the records matching the filter on the first key, or None when
+        the filter cannot be answered by bisect (so ``matches`` must decide)."""
+        if self.kind is None or predicate not in RANGE_PREDICATES:
+            return None
+        value = raw
+        if self.kind == "num":
+            try:
+                value = float(raw)
+            except ValueError:
+                return None  # a number against a non-number compares as text: not monotone
+            if value != value:
+                return None
+        values, base, end = self.values, self.nulls, len(self.records)
+        if predicate == "eq":
+            return base + bisect_left(values, value), base + bisect_right(values, value)
+        if predicate == "gt":
+            return base + bisect_right(values, value), end
+        if predicate == "gteq":
+            return base + bisect_left(values, value), end
+        if predicate == "lt":
+            return base, base + bisect_left(values, value)
+        return base, base + bisect_right(values, value)  # lteq
+
+
+class _Collection:
+    """What the server caches about one top-level collection at one school version."""
+
+    def __init__(self, records: list, stamp: tuple):
+        self.stamp = stamp
+        self.records = records
+        self._counts: dict[str, int] = {"id": len(records)}
+        self._columns: dict[str, list] = {}
+        self._by_id: list | None = None
+        self._orders: dict[tuple, _Order | None] = {}
+
+    def count(self, attr: str) -> int:
+        """How many records have the attribute (as a key, even if null)."""
+        if attr not in self._counts:
+            self._counts[attr] = sum(1 for r in self.records if attr in r["attributes"])
+        return self._counts[attr]
+
+    def column(self, attr: str) -> list:
+        """_field(record, attr) of every record, in self.records order."""
+        if attr not in self._columns:
+            self._columns[attr] = ([r["id"] for r in self.records] if attr == "id"
+                                   else [r["attributes"].get(attr) for r in self.records])
+        return self._columns[attr]
+
+    def by_id(self) -> list:
+        """Positions in self.records, by id."""
+        if self._by_id is None:
+            self._by_id = sorted(range(len(self.records)), key=self.column("id").__getitem__)
+        return self._by_id
+
+    def order(self, keys: tuple) -> _Order | None:
+        """The collection sorted as apply_sort would by keys; None if the values do not sort."""
+        if keys not in self._orders:
+            try:
+                self._orders[keys] = _Order(self, keys)
+            except TypeError:  # mixed types: only the reference path can tell what a subset does
+                self._orders[keys] = None
+        return self._orders[keys]
+
+    def sort_keys(self, sort: str | None, default_attr: str) -> tuple | None:
+        """apply_sort's keys, or None when they depend on which records the filters keep."""
+        keys = []
+        for part in (sort or "").split(","):
+            part = part.strip()
+            attr = part.lstrip("-+ ")
+            count = self.count(attr)
+            if count == len(self.records):
+                keys.append((attr, part.startswith("-")))
+            elif count:
+                return None  # known only if a record having it survives the filters
+        return tuple(keys) or ((default_attr, False),)
+
+
+def _select(collection: _Collection, filters: list, sort: str | None, default_attr: str,
+            start: int, stop: int, need: int) -> tuple[list, bool] | None:
+    """The filtered, sorted records [start:stop], and whether there are more than ``need``;
+    None when only the reference path can answer."""
+    n = len(collection.records)
+    keys = collection.sort_keys(sort, default_attr) if n else None
+    order = keys and collection.order(keys)
+    if not order:
+        return None
+    active = [f for f in filters if collection.count(f[0])]  # apply_filters' known attributes
+    lo, hi = 0, n
+    remaining, best = [], None  # best: (size, filter, order, lo) from another attribute's order
+    first_attr, first_descending = keys[0]
+    for f in active:
+        attr, predicate, raw = f
+        if predicate not in RANGE_PREDICATES:
+            remaining.append(f)
+            continue
+        if attr == first_attr and not first_descending:
+            span = order.range(predicate, raw)
+            if span:
+                lo, hi = max(lo, span[0]), min(hi, span[1])
+                continue
+        remaining.append(f)
+        other = collection.order(((attr, False),))
+        span = other and other.range(predicate, raw)
+        if span and (best is None or span[1] - span[0] < best[0]):
+            best = (span[1] - span[0], f, other, span[0])
+    hi = max(lo, hi)
+    if best is not None:
+        # Walking [lo, hi) in order checks about need * n / size records (each a few matches()
+        # calls) if the other filter's matches spread evenly; taking those matches instead costs
+        # one position lookup each, then a sort of the positions.
+        size, f, other, start_other = best
+        if size < 3 * min(hi - lo, need * n // max(size, 1)):
+            pos = order.pos
+            places = sorted(i for i in (pos[r["id"]] for r in other.records[start_other:start_other + size])
+                            if lo <= i < hi)
+            remaining.remove(f)
+            candidates = [order.records[i] for i in places]
+            lo, hi = 0, len(candidates)
+        else:
+            candidates = order.records
+    else:
+        candidates = order.records
+    if not remaining:
+        return candidates[lo + start:min(hi, lo + stop)], hi - lo > need
+    kept = []
+    for i in range(lo, hi):
+        record = candidates[i]
+        if all(matches(_field(record, a), p, v) for a, p, v in remaining):
+            kept.append(record)
+            if len(kept) > need:
+                break
+    return kept[start:stop], len(kept) > need
+
+
 def int_param(query: dict, name: str, default: int) -> int:
     raw = query.get(name)
     if raw is None:
@@ -535,6 +733,7 @@ class FakeNorthpass:
         self._window: deque = deque()  # arrival times of admitted requests, last second
         self._lock = threading.Lock()  # log, faults, rate limiter, open connections
         self._connections: set = set()
+        self._collections: dict[str, _Collection] = {}  # list caches; guarded by school.lock
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -711,7 +910,7 @@ class FakeNorthpass:
             return _error(404, f"No route matches {path}")
         seg = ["learning_paths" if parts[1] == "learning-paths" else parts[1], *parts[2:]]
         if len(seg) == 1 and seg[0] in top:
-            return self._list(list(top[seg[0]].values()), seg[0], path, query, repeat)
+            return self._list(top[seg[0]], seg[0], path, query, repeat, cached=seg[0])
         if len(seg) == 2 and seg[0] in top:
             record = top[seg[0]].get(seg[1])
             if record is None:
@@ -739,21 +938,40 @@ class FakeNorthpass:
                 return self._list(list(records.get(parent_id, [])), type_, path, query, repeat)
         return _error(404, f"No route matches {path}")
 
-    def _list(self, records: list, type_: str, path: str, query: dict, repeat: bool) -> _Reply:
+    def _list(self, records, type_: str, path: str, query: dict, repeat: bool, cached: str | None = None) -> _Reply:
+        """One page of a list. ``records``: a list, or for ``cached`` (the name of a top-level
+        collection of the school) its dict, answered from the server's per-version cache."""
         page = int_param(query, "page", 1)
         limit = min(int_param(query, "limit", self.default_limit), self.max_limit)
-        if not self.ignore_filters:
-            records = apply_filters(records, parse_filters(query))
+        filters = [] if self.ignore_filters else parse_filters(query)
         sort = None if self.ignore_sort else query.get("sort")
-        records = apply_sort(records, sort, DEFAULT_ORDER.get(type_, "created_at"))
+        default_attr = DEFAULT_ORDER.get(type_, "created_at")
         shown = page - 1 if repeat and page > 1 else page  # "repeat": the previous page again
-        data = [self._render(r) for r in records[(shown - 1) * limit:shown * limit]]
+        start, stop = (shown - 1) * limit, shown * limit
+        selected = None
+        if cached is not None:
+            selected = _select(self._collection(cached), filters, sort, default_attr, start, stop, page * limit)
+        if selected is None:
+            records = list(records.values()) if isinstance(records, dict) else records
+            records = apply_sort(apply_filters(records, filters), sort, default_attr)
+            selected = records[start:stop], page * limit < len(records)
+        data = [self._render(r) for r in selected[0]]
         links = {"self": self._page_url(path, query, page)}
-        if page * limit < len(records):
+        if selected[1]:
             links["next"] = self._page_url(path, query, page + 1)
         if page > 1:
             links["prev"] = self._page_url(path, query, page - 1)
         return _json(200, {"data": data, "links": links}, list_page=True)
+
+    def _collection(self, name: str) -> _Collection:
+        """The cache of a top-level collection, rebuilt when the school changed. Call holding
+        school.lock (as _route does): the version cannot move while the answer is built."""
+        records = getattr(self.school, name)
+        stamp = (self.school.version, id(records), len(records))
+        collection = self._collections.get(name)
+        if collection is None or collection.stamp != stamp:
+            collection = self._collections[name] = _Collection(list(records.values()), stamp)
+        return collection
 
     def _page_url(self, path: str, query: dict, page: int) -> str:
         params = dict(query)

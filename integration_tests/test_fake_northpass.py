@@ -477,3 +477,88 @@ def test_cli_serves_until_sigterm(tmp_path, command):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# ---------------------------------------------------------------- list caches
+def _walk(http, server, stamp):
+    """ids of people with updated_at >= stamp, by updated_at then id, in pages of 100."""
+    return ids(fetch_all(http, server, "/v2/people", limit=100, sort="updated_at",
+                         **{"filter[updated_at][gteq]": stamp}))
+
+
+def test_cached_lists_see_every_mutation(server, http, school):
+    stamp = "2024-01-01T00:00:00Z"
+    before = _walk(http, server, stamp)
+    assert before == expected_order([p for p in _people(school) if p["attributes"]["updated_at"] >= stamp],
+                                    ("updated_at", False))
+    version = school.version
+    moved = before[0]
+    school.update_person(moved)  # now the newest: last in the walk
+    assert school.version > version
+    assert _walk(http, server, stamp) == before[1:] + [moved]
+    school.update_person(moved, updated_at="2020-01-01T00:00:00Z")  # out of the range
+    assert _walk(http, server, stamp) == before[1:]
+    new = school.create_person()
+    gone = before[1]
+    school.delete_person(gone)
+    assert _walk(http, server, stamp) == before[2:] + [new]
+    imported = school.bulk_import(3, "2024-06-01T00:00:00Z")
+    assert set(imported) <= set(_walk(http, server, stamp))
+    by_id = get(http, server, "/v2/people", limit=100, sort="id",
+                **{"filter[updated_at][eq]": "2024-06-01T00:00:00Z"}).json()["data"]
+    assert ids(by_id) == sorted(imported)
+    # a direct edit is seen once the school is touched
+    school.people[new]["attributes"]["updated_at"] = "2019-06-01T00:00:00Z"
+    school.touch()
+    assert new not in _walk(http, server, stamp)
+
+
+def test_cached_lists_agree_with_the_reference_filter_and_sort(server, http, school):
+    from integration_tests.fake_northpass import apply_filters, apply_sort, parse_filters
+
+    school.update_person(list(school.people)[3], score=5)  # attributes only some records have
+    school.update_person(list(school.people)[4], score=12.5, nickname=None)
+    school.bulk_import(4, "2022-02-02T02:02:02Z")
+    people = _people(school)
+    stamp = sorted(p["attributes"]["updated_at"] for p in people)[150]
+    first = sorted(school.people)[100]
+    queries = [
+        {"sort": "updated_at", "filter[updated_at][gteq]": stamp},
+        {"sort": "updated_at", "filter[updated_at][gt]": stamp},
+        {"sort": "updated_at", "filter[updated_at][eq]": "2022-02-02T02:02:02Z"},
+        {"sort": "updated_at", "filter[updated_at][lt]": stamp, "filter[registration_status][eq]": "invited"},
+        {"sort": "id", "filter[updated_at][eq]": "2022-02-02T02:02:02Z", "filter[id][gt]": first},
+        {"sort": "id", "filter[updated_at][lteq]": stamp, "filter[id][gt]": first},
+        {"sort": "-updated_at", "filter[updated_at][gteq]": stamp},
+        {"sort": "activated_at,-id", "filter[activated_at][lt]": "2021"},
+        {"sort": "score", "filter[score][gt]": "6"},
+        {"sort": "nickname"},
+        {"filter[score][gteq]": "5", "filter[created_at][gteq]": "2019"},
+        {"filter[updated_at][eq]": "2022-02-02T02:02:02Z", "sort": "updated_at"},
+        {},
+    ]
+    for query in queries:
+        expected = apply_sort(apply_filters(people, parse_filters(query)), query.get("sort"), "created_at")
+        for limit in (7, 100):
+            assert ids(fetch_all(http, server, "/v2/people", limit=limit, **query)) == ids(expected), query
+
+
+def test_lists_stay_ordered_while_the_school_changes(server, http, school):
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            school.update_person()
+            school.create_person()
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(20):
+            page = get(http, server, "/v2/people", limit=100, sort="updated_at",
+                       **{"filter[updated_at][gteq]": "2024-06-01T00:00:00Z"}).json()["data"]
+            keys = [(p["attributes"]["updated_at"], p["id"]) for p in page]
+            assert keys == sorted(keys) and all(k[0] >= "2024-06-01T00:00:00Z" for k in keys)
+    finally:
+        stop.set()
+        thread.join()
