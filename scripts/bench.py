@@ -5,7 +5,9 @@ divided by the rate limit (10 requests/second): people and courses in pages, plu
 request per course for its enrollments. Each run starts the fake Northpass server in this
 process (latency and rate limit as given) and the connector as a subprocess (`python main.py
 read`), and reports records, requests, 429s, wall time (the whole process, Python start-up
-included), the floor, wall/floor, and the connector's peak memory (max RSS).
+included), start-up (process start to first request), sync time (first request to exit), the
+floor, wall/floor and sync/floor, records per second of sync time, and the connector's peak
+memory (max RSS).
 
     python scripts/bench.py                          # 3,000 people, 40 courses, 1,200 enrollments, 80 ms
     python scripts/bench.py --people 10000 --changes 500
@@ -20,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -59,25 +62,51 @@ def run_read(config: dict, mode: str, state: list = None) -> dict:
             args += ["--state", str(paths["state"])]
         records, states, errors = Counter(), {}, []
         started = time.monotonic()
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-        for line in process.stdout:
-            if line.startswith('{"type":"RECORD"'):
-                records[line[line.index('"stream":"') + 10 : line.index('"', line.index('"stream":"') + 10)]] += 1
-            elif line.startswith('{"type":"STATE"'):
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+        # Drain stdout as fast as the platform would (a slow reader makes the connector wait on
+        # the pipe), and look at the lines once the process has finished.
+        chunks = []
+        reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: process.stdout.read(1 << 20), b"")))
+        reader.start()
+        peak_kb = [0]
+        sampler = threading.Thread(target=_watch_peak_rss, args=(process, peak_kb))
+        sampler.start()
+        sampler.join()
+        status = process.wait()
+        wall = time.monotonic() - started
+        reader.join()
+        for line in b"".join(chunks).splitlines():
+            if line.startswith(b'{"type":"RECORD"'):
+                records[line[37 : line.index(b'"', 37)].decode()] += 1
+            elif line.startswith(b'{"type":"STATE"'):
                 message = json.loads(line)["state"]
                 states[message["stream"]["stream_descriptor"]["name"]] = message
-            elif '"type":"TRACE"' in line and '"ERROR"' in line:
+            elif b'"type":"TRACE"' in line and b'"ERROR"' in line:
                 errors.append(json.loads(line)["trace"]["error"]["message"])
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.monotonic() - started
     return {
         "records": records,
         "state": list(states.values()),
+        "started": started,
+        "ended": started + wall,
         "wall": wall,
-        "peak_mb": usage.ru_maxrss / 1024,
-        "ok": os.waitstatus_to_exitcode(status) == 0 and not errors,
+        "peak_mb": peak_kb[0] / 1024,
+        "ok": status == 0 and not errors,
         "errors": errors,
     }
+
+
+def _watch_peak_rss(process: subprocess.Popen, peak_kb: list) -> None:
+    """The connector's own peak RSS (VmHWM), read until it exits. (ru_maxrss of a child also
+    counts the pages it shared with this process before exec, which holds the fake school.)"""
+    while process.poll() is None:
+        try:
+            with open(f"/proc/{process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peak_kb[0] = max(peak_kb[0], int(line.split()[1]))
+        except OSError:
+            break
+        time.sleep(0.05)
 
 
 def floor_requests(school: School, page: int) -> int:
@@ -121,7 +150,8 @@ def row(label, server, result, floor_requests_count, args) -> dict:
     requests = sum(statuses.values())
     records = sum(result["records"].values())
     floor = floor_requests_count / args.rate_limit
-    first_request = server.requests[0].t if server.requests else None
+    first_request = server.requests[0].t if server.requests else result["started"]
+    sync = result["ended"] - first_request  # from the first request to the process's exit
     return {
         "run": label,
         "records": records,
@@ -131,7 +161,10 @@ def row(label, server, result, floor_requests_count, args) -> dict:
         "floor_requests": floor_requests_count,
         "floor_s": round(floor, 2),
         "wall/floor": round(result["wall"] / floor, 2) if floor else None,
-        "records/s": round(records / result["wall"]),
+        "startup_s": round(first_request - result["started"], 2),
+        "sync_s": round(sync, 2),
+        "sync/floor": round(sync / floor, 2) if floor else None,
+        "records/s": round(records / sync) if sync > 0 else None,
         "peak_mb": round(result["peak_mb"]),
         "ok": result["ok"],
         "errors": result["errors"][:2],
@@ -141,7 +174,8 @@ def row(label, server, result, floor_requests_count, args) -> dict:
 def print_rows(rows, args) -> None:
     mode = "cpu-bound (no latency, no limit)" if args.cpu else f"latency {args.latency * 1000:.0f} ms, limit {args.rate_limit}/s"
     print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, {os.cpu_count()} cores")
-    columns = ["run", "people", "records", "requests", "429s", "wall_s", "floor_s", "wall/floor", "records/s", "peak_mb", "ok"]
+    columns = ["run", "people", "records", "requests", "429s", "wall_s", "startup_s", "sync_s", "floor_s", "wall/floor",
+               "sync/floor", "records/s", "peak_mb", "ok"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for r in rows:

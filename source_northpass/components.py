@@ -8,6 +8,13 @@ nothing but the standard library and airbyte-cdk. The manifest refers to these c
 import ipaddress
 import json
 import logging
+
+try:  # airbyte-cdk depends on orjson, so it is there wherever the CDK is; json is the fallback
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
 import threading
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +43,7 @@ from airbyte_cdk.sources.declarative.requesters.paginators.strategies.pagination
     PaginationStrategy,
 )
 from airbyte_cdk.sources.declarative.retrievers.simple_retriever import SimpleRetriever
+from airbyte_cdk.sources.declarative.transformations.transformation import RecordTransformation
 from airbyte_cdk.sources.declarative.validators.validation_strategy import ValidationStrategy
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import (
     ErrorResolution,
@@ -58,7 +66,7 @@ def json_api_document(response: requests.Response) -> Any:
     document = response.__dict__.get(_DOCUMENT)
     if document is None:
         try:
-            document = json.loads(response.content)
+            document = _loads(response.content)
         except ValueError:
             document = {}
         response.__dict__[_DOCUMENT] = document
@@ -265,20 +273,58 @@ class NextLinkPageNumber(PaginationStrategy):
 
 
 @dataclass
-class WarnWhenIgnored(DefaultErrorHandler):
-    """A DefaultErrorHandler whose IGNORE decisions are logged as warnings.
+class NorthpassErrorHandler(DefaultErrorHandler):
+    """The manifest's DefaultErrorHandler, plus two things YAML cannot say well:
 
-    Skipping a forbidden course's enrollments is the right call, but the CDK logs ignored
-    responses at INFO, where nobody looks; a skipped resource must be visible.
+    - A successful answer that is not a JSON:API document (an HTML page from a proxy, a body
+      without `data`) is retried like a 5xx, never taken as an empty page. A response filter
+      predicate could say so, but it would parse every page a second time, and the CPU a sync
+      spends on JSON is what keeps it from the rate limit's floor; here the body is parsed once
+      and the extractor reuses it.
+    - IGNORE decisions (a forbidden or vanished parent's children) are logged as warnings: the
+      CDK logs them at INFO, where nobody looks, and a skipped resource must be visible.
     """
 
     def interpret_response(
         self, response_or_exception: Optional[Union[requests.Response, Exception]]
     ) -> ErrorResolution:
+        if isinstance(response_or_exception, requests.Response) and response_or_exception.ok:
+            document = json_api_document(response_or_exception)
+            if not (isinstance(document, dict) and "data" in document):
+                return ErrorResolution(
+                    response_action=ResponseAction.RETRY,
+                    failure_type=FailureType.transient_error,
+                    error_message=f"Northpass answered {urlsplit(response_or_exception.url).path} with "
+                    "something that is not a JSON:API document (no data).",
+                )
+            return super().interpret_response(response_or_exception)
         resolution = super().interpret_response(response_or_exception)
         if resolution.response_action == ResponseAction.IGNORE:
             logger.warning(resolution.error_message or "Skipping a resource Northpass refused.")
         return resolution
+
+
+@dataclass
+class PartitionKeys(RecordTransformation):
+    """Copy the partition's keys (`course_id`, `group_id`, ...) onto each record.
+
+    AddFields says the same with one Jinja template per field and record; for lists of
+    thousands of enrollments that interpolation is a visible share of the sync's CPU time.
+    """
+
+    parameters: InitVar[Mapping[str, Any]]
+
+    def transform(
+        self,
+        record: Dict[str, Any],
+        config: Optional[Config] = None,
+        stream_state: Optional[Any] = None,
+        stream_slice: Optional[StreamSlice] = None,
+    ) -> None:
+        partition = stream_slice.partition if stream_slice is not None else {}
+        for key, value in partition.items():
+            if key != "parent_slice":
+                record[key] = value
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,6 +380,33 @@ class UpdatedAtState(StateMigration):
         return {self.cursor_field: _format(moment)}
 
 
+class _SliceWithStableHash(StreamSlice):
+    """The same slice, hashed once instead of once per record.
+
+    The CDK cursor files every record under `hash(record.associated_slice)`, and a StreamSlice
+    recomputes its hash (a JSON dump of the slice) on every call: a seventh of a sync's CPU time.
+    Equal slices hash equally, so the cursor finds this one when the partition closes.
+    """
+
+    @classmethod
+    def of(cls, stream_slice: StreamSlice) -> "StreamSlice":
+        if isinstance(stream_slice, cls) or type(stream_slice) is not StreamSlice:
+            return stream_slice
+        copy = cls(
+            partition=stream_slice.partition,
+            cursor_slice=stream_slice.cursor_slice,
+            extra_fields=stream_slice.extra_fields,
+        )
+        copy._hash = StreamSlice.__hash__(stream_slice)
+        return copy
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: Any) -> bool:
+        return StreamSlice.__eq__(self, other)
+
+
 class _ServerIgnoresQuery(Exception):
     """The server answered as if a filter or sort parameter were not there."""
 
@@ -381,7 +454,7 @@ class UpdatedAtKeysetRetriever(SimpleRetriever):
         records_schema: Mapping[str, Any],
         stream_slice: Optional[StreamSlice] = None,
     ) -> Iterable[Any]:
-        stream_slice = stream_slice or StreamSlice(partition={}, cursor_slice={})
+        stream_slice = _SliceWithStableHash.of(stream_slice or StreamSlice(partition={}, cursor_slice={}))
         yield from _KeysetWalk(self, records_schema, stream_slice).run()
 
     # Requests and records, shared by the walk's modes.

@@ -15,6 +15,7 @@ from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
 
 from airbyte_cdk.entrypoint import AirbyteEntrypoint
+from airbyte_cdk.logger import PRINT_BUFFER
 from airbyte_cdk.sources.utils.schema_helpers import split_config
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from airbyte_cdk.models import (
@@ -133,11 +134,12 @@ class NorthpassEntrypoint(AirbyteEntrypoint):
 
 
 def launch(source: ConcurrentDeclarativeSource, args: List[str]) -> None:
-    """The CDK's launch(), with NorthpassEntrypoint."""
+    """The CDK's launch(), with NorthpassEntrypoint: output through the CDK's print buffer."""
     entrypoint = NorthpassEntrypoint(source)
     parsed = entrypoint.parse_args(args)
-    for message in entrypoint.run(parsed):
-        print(f"{message}\n", end="", flush=True)
+    with PRINT_BUFFER:
+        for message in entrypoint.run(parsed):
+            print(f"{message}\n", end="")
 
 
 def run() -> None:
