@@ -4,7 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYAIRBYTE_VENV := .venv-pyairbyte
 
-.PHONY: install demo test test-unit test-integration test-pyairbyte bench clean
+.PHONY: install demo test test-unit test-integration test-pyairbyte bench bench-cpu bench-chart clean
+
+# `make bench PEOPLE=10000 LATENCY=0.08 CHANGES=100`
+PEOPLE ?= 3000
+LATENCY ?= 0.08
+CHANGES ?= 100
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +37,19 @@ $(PYAIRBYTE_VENV)/.installed: constraints-pyairbyte.txt
 
 test-pyairbyte: $(PYAIRBYTE_VENV)/.installed
 	$(PYAIRBYTE_VENV)/bin/python integration_tests/pyairbyte_check.py
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,bench]"
+	touch $@
+
+bench: install
+	$(PY) scripts/bench.py --people $(PEOPLE) --latency $(LATENCY) --changes $(CHANGES)
+
+bench-cpu: install
+	$(PY) scripts/bench.py --cpu --people 40000 --changes 0
+
+bench-chart: $(VENV)/.bench-installed
+	$(PY) scripts/bench.py --sizes 1000,3000,10000,30000 --changes 100 --chart docs/bench.png
 
 clean:
 	rm -rf $(VENV) $(PYAIRBYTE_VENV) .pytest_cache *.egg-info integration_tests/.generated
