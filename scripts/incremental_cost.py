@@ -5,6 +5,7 @@
 
 import argparse
 import math
+import random
 import sys
 from pathlib import Path
 
@@ -32,8 +33,6 @@ def main() -> int:
             catalog = catalog_for(["people"], sync_mode="incremental")
             first = run_connector("read", config, catalog)
             state = [{"type": "STREAM", "stream": first.states()[-1]["stream"]}]
-            import random
-
             for person_id in random.Random(changes).sample(sorted(school.people), changes):
                 school.update_person(person_id)
             server.reset_log()
