@@ -217,7 +217,7 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.08)
     parser.add_argument("--rate-limit", type=int, default=10)
     parser.add_argument("--max-limit", type=int, default=100, help="the server's largest page")
-    parser.add_argument("--page-size", type=int, default=1000, help="the connector's page_size (its default)")
+    parser.add_argument("--page-size", type=int, default=100, help="the connector's page_size (100 is its default)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cpu", action="store_true", help="no latency and no rate limit: measures records per second")

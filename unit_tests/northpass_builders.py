@@ -105,7 +105,7 @@ class NorthpassRequest:
         return cls("people")
 
     @classmethod
-    def people_by_key(cls, updated_since: Optional[str] = None, operator: str = "gteq", limit: int = 1000) -> "NorthpassRequest":
+    def people_by_key(cls, updated_since: Optional[str] = None, operator: str = "gteq", limit: int = 100) -> "NorthpassRequest":
         """The request of a key-paged walk: page 1 sorted by updated_at from a lower bound."""
         request = cls("people").with_limit(limit).with_page(1).with_sort("updated_at")
         return request.with_filter("updated_at", operator, updated_since) if updated_since else request

@@ -17,7 +17,7 @@ from unit_tests.northpass_builders import (
 
 
 def _courses(http, numbers):
-    return NorthpassRequest.courses().with_limit(1000).with_page(1).with_sort("updated_at").mock(
+    return NorthpassRequest.courses().with_limit(100).with_page(1).with_sort("updated_at").mock(
         http, ok(page([course(n) for n in numbers]))
     )
 
@@ -25,13 +25,13 @@ def _courses(http, numbers):
 def test_full_refresh_reads_each_course_enrollments_with_course_id_on_every_record():
     with requests_mock.Mocker() as http:
         _courses(http, [1, 2])
-        NorthpassRequest.course_enrollments(1).with_limit(1000).with_page(1).mock(
+        NorthpassRequest.course_enrollments(1).with_limit(100).with_page(1).mock(
             http, ok(page([enrollment(1, n) for n in range(100)], True))
         )
-        NorthpassRequest.course_enrollments(1).with_limit(1000).with_page(2).mock(
+        NorthpassRequest.course_enrollments(1).with_limit(100).with_page(2).mock(
             http, ok(page([enrollment(1, n) for n in range(100, 120)]))
         )
-        NorthpassRequest.course_enrollments(2).with_limit(1000).with_page(1).mock(
+        NorthpassRequest.course_enrollments(2).with_limit(100).with_page(1).mock(
             http, ok(page([enrollment(2, n) for n in range(3)]))
         )
         output = run_read(config(), ["course_enrollments"])
@@ -48,9 +48,9 @@ def test_full_refresh_reads_each_course_enrollments_with_course_id_on_every_reco
 def test_forbidden_course_is_skipped_with_a_warning_naming_it_and_the_sync_goes_on():
     with requests_mock.Mocker() as http:
         _courses(http, [1, 2, 3])
-        NorthpassRequest.course_enrollments(1).with_limit(1000).with_page(1).mock(http, ok(page([enrollment(1, 1)])))
-        NorthpassRequest.course_enrollments(2).with_limit(1000).with_page(1).mock(http, status(403, error(403, "Forbidden")))
-        NorthpassRequest.course_enrollments(3).with_limit(1000).with_page(1).mock(http, status(404, error(404, "Not Found")))
+        NorthpassRequest.course_enrollments(1).with_limit(100).with_page(1).mock(http, ok(page([enrollment(1, 1)])))
+        NorthpassRequest.course_enrollments(2).with_limit(100).with_page(1).mock(http, status(403, error(403, "Forbidden")))
+        NorthpassRequest.course_enrollments(3).with_limit(100).with_page(1).mock(http, status(404, error(404, "Not Found")))
         output = run_read(config(), ["course_enrollments"])
 
     assert not output.errors
@@ -64,7 +64,7 @@ def test_courses_and_enrollments_in_one_sync_emit_every_course_once():
     with requests_mock.Mocker() as http:
         courses = _courses(http, [1, 2])
         for n in (1, 2):
-            NorthpassRequest.course_enrollments(n).with_limit(1000).with_page(1).mock(http, ok(page([enrollment(n, 1)])))
+            NorthpassRequest.course_enrollments(n).with_limit(100).with_page(1).mock(http, ok(page([enrollment(n, 1)])))
         output = run_read(config(), ["courses", "course_enrollments"])
 
     assert len(record_data(output, "courses")) == 2

@@ -14,11 +14,11 @@ def _group(n):
 
 def test_group_memberships_read_each_groups_people_with_both_ids_flat():
     with requests_mock.Mocker() as http:
-        NorthpassRequest("groups").with_limit(1000).with_page(1).with_sort("updated_at").mock(http, ok(page([_group(1), _group(2)])))
-        NorthpassRequest(f"groups/{resource_id('groups', 1)}/people").with_limit(1000).with_page(1).mock(
+        NorthpassRequest("groups").with_limit(100).with_page(1).with_sort("updated_at").mock(http, ok(page([_group(1), _group(2)])))
+        NorthpassRequest(f"groups/{resource_id('groups', 1)}/people").with_limit(100).with_page(1).mock(
             http, ok(page([person(1), person(2)]))
         )
-        NorthpassRequest(f"groups/{resource_id('groups', 2)}/people").with_limit(1000).with_page(1).mock(http, ok(page([person(1)])))
+        NorthpassRequest(f"groups/{resource_id('groups', 2)}/people").with_limit(100).with_page(1).mock(http, ok(page([person(1)])))
         output = run_read(config(), ["group_memberships"])
 
     pairs = sorted((r["group_id"], r["person_id"]) for r in record_data(output))
@@ -32,7 +32,7 @@ def test_group_memberships_read_each_groups_people_with_both_ids_flat():
 def test_course_properties_is_one_request_per_course_without_paging_and_skips_forbidden_courses():
     properties = {"data": {"id": resource_id("courses", 1), "type": "course_properties", "attributes": {"credit_value": 2.5}}}
     with requests_mock.Mocker() as http:
-        NorthpassRequest.courses().with_limit(1000).with_page(1).with_sort("updated_at").mock(http, ok(page([course(1), course(2)])))
+        NorthpassRequest.courses().with_limit(100).with_page(1).with_sort("updated_at").mock(http, ok(page([course(1), course(2)])))
         first = NorthpassRequest(f"properties/courses/{resource_id('courses', 1)}").mock(http, ok(properties))
         NorthpassRequest(f"properties/courses/{resource_id('courses', 2)}").mock(http, status(403, error(403, "Forbidden")))
         output = run_read(config(), ["course_properties"])
@@ -50,7 +50,7 @@ def test_person_course_progresses_in_incremental_ask_only_about_people_changed_s
     with requests_mock.Mocker() as http:
         NorthpassRequest.people_by_key(since).mock(http, ok(page([person(5), person(6)])))
         for n in (5, 6):
-            NorthpassRequest(f"people/{resource_id('people', n)}/course_progresses").with_limit(1000).with_page(1).mock(
+            NorthpassRequest(f"people/{resource_id('people', n)}/course_progresses").with_limit(100).with_page(1).mock(
                 http, ok(page([progress]))
             )
         output = run_read(config(), ["person_course_progresses"], state={"person_course_progresses": state}, sync_mode=SyncMode.incremental)

@@ -8,7 +8,7 @@ from unit_tests.northpass_builders import NorthpassRequest, config, course, enro
 
 
 def _one_course(http):
-    NorthpassRequest.courses().with_limit(1000).with_page(1).with_sort("updated_at").mock(http, ok(page([course(1)])))
+    NorthpassRequest.courses().with_limit(100).with_page(1).with_sort("updated_at").mock(http, ok(page([course(1)])))
     NorthpassRequest.courses().with_limit(2).with_page(1).with_sort("updated_at").mock(http, ok(page([course(1)])))
 
 
@@ -23,8 +23,8 @@ def _ids(output):
 def test_reads_every_page_until_links_next_is_absent():
     with requests_mock.Mocker() as http:
         _one_course(http)
-        first = _enrollments(1000, 1).mock(http, ok(page([enrollment(1, n) for n in range(100)], has_next=True)))
-        second = _enrollments(1000, 2).mock(http, ok(page([enrollment(1, n) for n in range(100, 137)])))
+        first = _enrollments(100, 1).mock(http, ok(page([enrollment(1, n) for n in range(100)], has_next=True)))
+        second = _enrollments(100, 2).mock(http, ok(page([enrollment(1, n) for n in range(100, 137)])))
         output = run_read(config(), ["course_enrollments"])
 
     assert _ids(output) == [resource_id("enrollments/1", n) for n in range(137)]
@@ -35,9 +35,9 @@ def test_short_page_with_a_next_link_is_not_the_end():
     # The server clamps limit=100 to 40 without saying so: only links.next ends the list.
     with requests_mock.Mocker() as http:
         _one_course(http)
-        _enrollments(1000, 1).mock(http, ok(page([enrollment(1, n) for n in range(40)], True)))
-        _enrollments(1000, 2).mock(http, ok(page([enrollment(1, n) for n in range(40, 80)], True)))
-        _enrollments(1000, 3).mock(http, ok(page([enrollment(1, n) for n in range(80, 95)])))
+        _enrollments(100, 1).mock(http, ok(page([enrollment(1, n) for n in range(40)], True)))
+        _enrollments(100, 2).mock(http, ok(page([enrollment(1, n) for n in range(40, 80)], True)))
+        _enrollments(100, 3).mock(http, ok(page([enrollment(1, n) for n in range(80, 95)])))
         output = run_read(config(), ["course_enrollments"])
 
     assert len(_ids(output)) == 95
@@ -46,7 +46,7 @@ def test_short_page_with_a_next_link_is_not_the_end():
 def test_empty_page_without_next_link_ends_the_list():
     with requests_mock.Mocker() as http:
         _one_course(http)
-        _enrollments(1000, 1).mock(http, ok(page([])))
+        _enrollments(100, 1).mock(http, ok(page([])))
         output = run_read(config(), ["course_enrollments"])
 
     assert _ids(output) == []
