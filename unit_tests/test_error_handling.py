@@ -109,6 +109,14 @@ def test_connection_reset_and_timeout_are_retried():
     assert len(record_data(output)) == 1
 
 
+def test_every_request_has_connect_and_read_timeouts_so_a_hung_connection_is_retried():
+    with requests_mock.Mocker() as http:
+        request = _people_page_1().mock(http, ok(page([person(1)])))
+        run_read(config(), ["people"])
+
+    assert request.last_request.timeout == (30, 60)
+
+
 def test_html_body_in_a_200_is_retried_not_taken_as_an_empty_page():
     html = {"status_code": 200, "text": "<html><body>Bad gateway</body></html>", "headers": {"Content-Type": "text/html", **FAST_RETRY}}
     with requests_mock.Mocker() as http:
