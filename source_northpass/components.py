@@ -202,6 +202,31 @@ class JsonApiRecordExtractor(RecordExtractor):
 # --------------------------------------------------------------------------------------------
 
 
+class _RepeatedPageGuard:
+    """Notices a page that answers with the same records as the page before it (a proxy cache,
+    a server ignoring `page`): the page is asked for again, and after `max_repeats` repeats the
+    stream fails loudly, so a list never loops forever nor ends early as if complete."""
+
+    def __init__(self, max_repeats: int = 2) -> None:
+        self.max_repeats = max_repeats
+        self.previous: Optional[Tuple[Any, ...]] = None
+        self.repeats = 0
+
+    def is_repeat(self, ids: Tuple[Any, ...], page: int, where: str) -> bool:
+        if ids != self.previous:
+            self.previous, self.repeats = ids, 0
+            return False
+        self.repeats += 1
+        if self.repeats > self.max_repeats:
+            raise AirbyteTracedException(
+                message=f"Northpass kept answering page {page} of {where} with the records of the page "
+                "before it; stopping instead of looping or skipping records.",
+                failure_type=FailureType.system_error,
+            )
+        logger.warning(f"Page {page} of {where} repeated the previous page; requesting it again.")
+        return True
+
+
 @dataclass
 class NextLinkPageNumber(PaginationStrategy):
     """Page numbers (`page=1, 2, ...`) for as long as the document has a `links.next`.
@@ -209,10 +234,9 @@ class NextLinkPageNumber(PaginationStrategy):
     The CDK's PageIncrement stops at the first short page, but Northpass may clamp `limit`
     silently, so a short page proves nothing: only `links.next` ends a list. A server that keeps
     answering with the same records (a proxy cache, a broken `page` parameter) would make that an
-    endless loop; each page is therefore compared with the previous one, a repeat is requested
-    again, and if it repeats `max_repeats` times the stream fails loudly instead of looping or
-    ending early. The comparison needs memory across the pages of one partition: partitions run
-    one per thread, so it lives in thread-local storage, reset by every first page.
+    endless loop; each page goes through a _RepeatedPageGuard. The guard needs memory across the
+    pages of one partition: partitions run one per thread, so it lives in thread-local storage,
+    replaced on every first page.
     """
 
     config: Config
@@ -243,27 +267,16 @@ class NextLinkPageNumber(PaginationStrategy):
         stream_slice: Optional[Any] = None,
     ) -> Optional[Any]:
         page = int(last_page_token_value or self.start_from_page)
-        memory = self._pages
-        if page == self.start_from_page:
-            memory.previous, memory.repeats = None, 0
+        if page == self.start_from_page or not hasattr(self._pages, "guard"):
+            self._pages.guard = _RepeatedPageGuard(self.max_repeats)
         document = json_api_document(response)
         links = document.get("links") if isinstance(document, dict) else None
         if not (isinstance(links, dict) and links.get("next")):
             return None
         data = document.get("data")
-        fingerprint = tuple(r.get("id") for r in data) if isinstance(data, list) else ()
-        if fingerprint == getattr(memory, "previous", None):
-            memory.repeats = getattr(memory, "repeats", 0) + 1
-            where = urlsplit(response.url).path
-            if memory.repeats > self.max_repeats:
-                raise AirbyteTracedException(
-                    message=f"Northpass kept answering page {page} of {where} with the records of the page "
-                    "before it; stopping instead of looping or skipping records.",
-                    failure_type=FailureType.system_error,
-                )
-            logger.warning(f"Page {page} of {where} repeated the previous page; requesting it again.")
+        ids = tuple(r.get("id") for r in data) if isinstance(data, list) else ()
+        if self._pages.guard.is_repeat(ids, page, urlsplit(response.url).path):
             return page
-        memory.previous, memory.repeats = fingerprint, 0
         return page + 1
 
 
@@ -650,21 +663,11 @@ class _KeysetWalk:
         """The safe mode: every page by number, no filter or sort relied upon; records before the
         cursor are dropped here. No checkpoints: the order is unknown until the end."""
         page = 1
-        previous_ids: Optional[List[str]] = None
-        repeats = 0
+        guard = _RepeatedPageGuard()
         while True:
             records, has_next = self._read(self._params(page=page))
-            ids = [str(r.data.get("id")) for r in records]
-            if ids and ids == previous_ids:
-                repeats += 1
-                if repeats > 2:
-                    raise AirbyteTracedException(
-                        message=f"Northpass kept answering page {page} of stream {self.r.name} with the "
-                        "records of the page before it; stopping instead of looping.",
-                        failure_type=FailureType.system_error,
-                    )
+            if has_next and guard.is_repeat(tuple(r.data.get("id") for r in records), page, f"stream {self.r.name}"):
                 continue
-            repeats, previous_ids = 0, ids
             for record in records:
                 moment, _ = self._stamp(record)
                 if self.lower_instant is None or moment is None or moment >= self.lower_instant:

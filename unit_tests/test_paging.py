@@ -89,3 +89,15 @@ def test_a_page_that_keeps_repeating_fails_the_sync_instead_of_looping():
     assert second.call_count == 3
     messages = " ".join(e.trace.error.message for e in output.errors)
     assert f"page 2 of /v2/courses/{resource_id('courses', 1)}/enrollments" in messages
+
+
+def test_empty_pages_that_keep_promising_a_next_page_fail_instead_of_looping():
+    with requests_mock.Mocker() as http:
+        _one_course(http)
+        _enrollments(100, 1).mock(http, ok(page([enrollment(1, 1)], True)))
+        _enrollments(100, 2).mock(http, ok(page([], True)))
+        third = _enrollments(100, 3).mock(http, ok(page([], True)))
+        output = run_read(config(), ["course_enrollments"], expect_failure=True)
+
+    assert third.call_count == 3, "the empty page 3 repeats the empty page 2: asked again twice, then the stream fails"
+    assert any("kept answering page 3" in e.trace.error.message for e in output.errors)
