@@ -9,16 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
-import yaml
+from source_northpass.fast_start import defer_serializer_schemas, freeze
 
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import best_match
+defer_serializer_schemas()  # before the first import of the CDK (see fast_start.py)
 
-from airbyte_cdk.entrypoint import AirbyteEntrypoint
-from airbyte_cdk.logger import PRINT_BUFFER
-from airbyte_cdk.sources.utils.schema_helpers import split_config
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
-from airbyte_cdk.models import (
+import yaml  # noqa: E402
+
+from jsonschema import Draft7Validator  # noqa: E402
+from jsonschema.exceptions import best_match  # noqa: E402
+
+from airbyte_cdk.entrypoint import AirbyteEntrypoint  # noqa: E402
+from airbyte_cdk.logger import PRINT_BUFFER  # noqa: E402
+from airbyte_cdk.sources.utils.schema_helpers import split_config  # noqa: E402
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException  # noqa: E402
+from airbyte_cdk.models import (  # noqa: E402
     AirbyteConnectionStatus,
     AirbyteErrorTraceMessage,
     AirbyteMessage,
@@ -28,12 +32,12 @@ from airbyte_cdk.models import (
     TraceType,
     Type,
 )
-from airbyte_cdk.sources.declarative.concurrent_declarative_source import (
+from airbyte_cdk.sources.declarative.concurrent_declarative_source import (  # noqa: E402
     ConcurrentDeclarativeSource,
 )
-from airbyte_cdk.utils.datetime_helpers import ab_datetime_now
+from airbyte_cdk.utils.datetime_helpers import ab_datetime_now  # noqa: E402
 
-from source_northpass import components
+from source_northpass import components  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = ROOT / "manifest.yaml"
@@ -45,7 +49,7 @@ def register_components() -> None:
 
 
 def load_manifest() -> dict:
-    return yaml.safe_load(MANIFEST_PATH.read_text())
+    return yaml.load(MANIFEST_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def create_source(
@@ -146,4 +150,6 @@ def run() -> None:
     source = _source_from_args(args)
     if source is None:
         sys.exit(0 if args[:1] == ["check"] else 1)
+    freeze()  # the source lives until exit (fast_start.py)
     launch(source, args)
+    freeze()  # nothing left to collect that exit would not free: skip the final collection

@@ -1,0 +1,81 @@
+"""Start-up and exit work the connector skips. A sync's wall time includes the process's own
+start and end: at Northpass's 10 requests/second a 3,000-person school needs 7.1 s of requests,
+and before this module start-up plus exit took another 1.6-1.8 s.
+
+Why Python, and why here: these costs are in the interpreter and in a library the CDK imports,
+before any manifest or component exists, so nothing in YAML (nor components.py, loaded after
+the CDK) can reach them.
+
+1. Garbage collection. Importing the CDK and building the source allocate about a million
+   objects that live until exit; the collector walks all of them again and again while they
+   are created (about 0.1 s of start-up), in every full collection during the sync, and once
+   more at exit (0.2 s). `collector_paused()` keeps the collector off while `main.py` imports,
+   and `freeze()` (the standard library's `gc.freeze`, for exactly this) moves what exists to
+   a generation the collector never walks: called once the source is built and once the sync
+   has ended. Memory is unchanged: frozen objects were going to live until exit anyway.
+
+2. `airbyte_cdk.models` builds eight serpyco_rs `Serializer`s when it is imported, and each one
+builds its JSON Schema eagerly; to document that schema serpyco_rs reads the CDK's model
+classes' source code back with `inspect` and `ast`. That is about 0.35 s of every `spec`,
+`check`, `discover` and `read` (a third of start-up, 5% of the floor of the benchmark's sync)
+for a schema that no command reads: the CDK only calls `dump`/`load`. Here the schema is built
+the first time `Serializer.get_json_schema()` asks for it, so anything that does ask gets the
+same answer as before.
+
+   If serpyco_rs changes shape (the names below are gone), nothing is patched and start-up is
+   merely slower; `unit_tests/test_fast_start.py` fails in that case so the pin is revisited.
+"""
+
+import gc
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage collection while the block runs (the imports of `main.py`); what it built is
+    frozen afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        freeze()
+
+
+def freeze() -> None:
+    """Keep the collector off every object that exists now (they live until exit)."""
+    gc.freeze()
+
+
+class _DeferredSchema:
+    """Stands in for a serializer's JSON Schema until somebody asks for it."""
+
+    __slots__ = ("type_info",)
+
+    def __init__(self, type_info: Any) -> None:
+        self.type_info = type_info
+
+
+def defer_serializer_schemas() -> bool:
+    """Make serpyco_rs build serializers' JSON Schemas on first use. True if it was done."""
+    try:
+        from serpyco_rs import _main
+    except ImportError:
+        return False
+    build = getattr(_main, "get_json_schema", None)
+    serializer = getattr(_main, "Serializer", None)
+    if build is None or serializer is None or build is _DeferredSchema:
+        return build is _DeferredSchema
+
+    def get_json_schema(self: Any) -> Any:
+        schema = self._schema
+        if isinstance(schema, _DeferredSchema):
+            schema = self._schema = build(schema.type_info)
+        return schema
+
+    _main.get_json_schema = _DeferredSchema
+    serializer.get_json_schema = get_json_schema
+    return True

@@ -1,0 +1,71 @@
+"""The start-up shortcut in source_northpass/fast_start.py: done when the entry point starts, and
+harmless to anything that does ask serializers for their schema."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fresh_python(code: str) -> str:
+    """Run code in a new interpreter: the patch must be in place before the CDK is first imported,
+    which in this test process has long happened."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_entry_point_defers_serializer_schemas_and_they_come_out_the_same():
+    out = _fresh_python(
+        """
+        import source_northpass.run  # the entry point: patches, then imports the CDK
+        from serpyco_rs import Serializer
+        from airbyte_cdk.models import AirbyteMessage
+        from airbyte_cdk.models.airbyte_protocol_serializers import AirbyteMessageSerializer, custom_type_resolver
+        from source_northpass.fast_start import _DeferredSchema
+
+        assert isinstance(AirbyteMessageSerializer._schema, _DeferredSchema), "schema was built at import"
+        deferred = AirbyteMessageSerializer.get_json_schema()
+        fresh = Serializer(AirbyteMessage, omit_none=True, custom_type_resolver=custom_type_resolver).get_json_schema()
+        assert deferred == fresh and deferred.get("$ref") or deferred.get("type"), deferred
+        assert AirbyteMessageSerializer.get_json_schema() is deferred  # built once
+        print("deferred")
+        """
+    )
+    assert out.strip() == "deferred"
+
+
+def test_serializers_still_dump_and_load():
+    out = _fresh_python(
+        """
+        import source_northpass.run
+        from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, Type
+        from airbyte_cdk.models.airbyte_protocol_serializers import AirbyteMessageSerializer
+
+        message = AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream="people", data={"id": "p1"}, emitted_at=1))
+        again = AirbyteMessageSerializer.load(AirbyteMessageSerializer.dump(message))
+        assert again == message, again
+        print(again.record.data["id"])
+        """
+    )
+    assert out.strip() == "p1"
+
+
+def test_collector_paused_leaves_the_collector_on_with_start_up_objects_frozen():
+    out = _fresh_python(
+        """
+        import gc
+        from source_northpass.fast_start import collector_paused
+        with collector_paused():
+            assert not gc.isenabled()
+            kept = [[n] for n in range(50_000)]  # built while paused, kept until exit
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()
+        print("frozen")
+        """
+    )
+    assert out.strip() == "frozen"
