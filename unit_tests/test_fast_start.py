@@ -69,3 +69,15 @@ def test_collector_paused_leaves_the_collector_on_with_start_up_objects_frozen()
         """
     )
     assert out.strip() == "frozen"
+
+
+def test_a_read_builds_only_the_streams_its_catalog_selects():
+    from source_northpass.run import create_source
+    from unit_tests.harness import catalog
+    from unit_tests.northpass_builders import config
+
+    cfg = config()
+    everything = create_source(config=cfg).streams(cfg)
+    selected = create_source(config=cfg, catalog=catalog(["course_enrollments", "people"])).streams(cfg)
+    assert len(everything) == 11
+    assert sorted(s.name for s in selected) == ["course_enrollments", "people"]
