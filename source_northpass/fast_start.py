@@ -24,9 +24,18 @@ same answer as before.
 
    If serpyco_rs changes shape (the names below are gone), nothing is patched and start-up is
    merely slower; `unit_tests/test_fast_start.py` fails in that case so the pin is revisited.
+
+3. `airbyte_cdk/__init__.py` imports most of the CDK (destinations, file-based and legacy
+   sources, ...) to offer its names at the top level, about 0.1 s. The connector imports what
+   it uses by full path, so the package is created without running that file; the file runs,
+   whole and once, the first time anything asks the package for a name it defines
+   (`from airbyte_cdk import X` keeps working, only later).
 """
 
 import gc
+import importlib.util
+import sys
+import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -78,4 +87,33 @@ def defer_serializer_schemas() -> bool:
 
     _main.get_json_schema = _DeferredSchema
     serializer.get_json_schema = get_json_schema
+    return True
+
+
+def defer_cdk_package_init() -> bool:
+    """Create the `airbyte_cdk` package without running its `__init__.py` until a top-level name
+    is asked for (PEP 562 module `__getattr__`). True if done; False if the CDK is already
+    imported (nothing to gain) or cannot be found."""
+    if "airbyte_cdk" in sys.modules:
+        return False
+    spec = importlib.util.find_spec("airbyte_cdk")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return False
+    package = importlib.util.module_from_spec(spec)
+    lock = threading.Lock()
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)  # dunders (copy, pickle, inspect probe these): not exports
+        submodule = sys.modules.get(f"{spec.name}.{name}")
+        if submodule is not None:  # `import airbyte_cdk.a.b as c` while airbyte_cdk.a is importing
+            return submodule
+        with lock:
+            if package.__dict__.get("__getattr__") is __getattr__:
+                del package.__getattr__
+                spec.loader.exec_module(package)  # the real __init__.py, into this same module
+        return getattr(package, name)
+
+    package.__getattr__ = __getattr__
+    sys.modules["airbyte_cdk"] = package
     return True

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
-from source_northpass.fast_start import defer_serializer_schemas, freeze
+from source_northpass.fast_start import defer_cdk_package_init, defer_serializer_schemas, freeze
 
-defer_serializer_schemas()  # before the first import of the CDK (see fast_start.py)
+defer_cdk_package_init()  # both before the first import of the CDK (see fast_start.py)
+defer_serializer_schemas()
 
 import yaml  # noqa: E402
 

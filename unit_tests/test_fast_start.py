@@ -81,3 +81,19 @@ def test_a_read_builds_only_the_streams_its_catalog_selects():
     selected = create_source(config=cfg, catalog=catalog(["course_enrollments", "people"])).streams(cfg)
     assert len(everything) == 11
     assert sorted(s.name for s in selected) == ["course_enrollments", "people"]
+
+
+def test_the_cdk_package_init_runs_only_when_a_top_level_name_is_asked_for():
+    out = _fresh_python(
+        """
+        import sys
+        import source_northpass.run  # imports every CDK module the connector uses
+        package = sys.modules["airbyte_cdk"]
+        assert "__all__" not in vars(package), "airbyte_cdk/__init__.py ran at start-up"
+        from airbyte_cdk import AirbyteEntrypoint, launch  # a top-level name: the real init runs now
+        from airbyte_cdk.entrypoint import AirbyteEntrypoint as same
+        assert AirbyteEntrypoint is same and "__all__" in vars(package) and package.__version__
+        print("lazy")
+        """
+    )
+    assert out.strip() == "lazy"
