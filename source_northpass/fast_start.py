@@ -14,13 +14,12 @@ the CDK) can reach them.
    a generation the collector never walks: called once the source is built and once the sync
    has ended. Memory is unchanged: frozen objects were going to live until exit anyway.
 
-2. `airbyte_cdk.models` builds eight serpyco_rs `Serializer`s when it is imported, and each one
-builds its JSON Schema eagerly; to document that schema serpyco_rs reads the CDK's model
-classes' source code back with `inspect` and `ast`. That is about 0.35 s of every `spec`,
-`check`, `discover` and `read` (a third of start-up, 5% of the floor of the benchmark's sync)
-for a schema that no command reads: the CDK only calls `dump`/`load`. Here the schema is built
-the first time `Serializer.get_json_schema()` asks for it, so anything that does ask gets the
-same answer as before.
+2. `airbyte_cdk.models` builds eight serpyco_rs `Serializer`s when it is imported, and each
+   one builds its JSON Schema eagerly; to document that schema serpyco_rs reads the CDK's model
+   classes' source code back with `inspect` and `ast`. That is about 0.35 s of every `spec`,
+   `check`, `discover` and `read` (5% of the floor of the benchmark's sync) for a schema that
+   no command reads: the CDK only calls `dump`/`load`. Here the schema is built the first time
+   `Serializer.get_json_schema()` asks for it, so anything that does ask gets the same answer.
 
    If serpyco_rs changes shape (the names below are gone), nothing is patched and start-up is
    merely slower; `unit_tests/test_fast_start.py` fails in that case so the pin is revisited.
@@ -29,7 +28,8 @@ same answer as before.
    sources, ...) to offer its names at the top level, about 0.1 s. The connector imports what
    it uses by full path, so the package is created without running that file; the file runs,
    whole and once, the first time anything asks the package for a name it defines
-   (`from airbyte_cdk import X` keeps working, only later).
+   (`from airbyte_cdk import X` and `airbyte_cdk.__version__` keep working, only later).
+   `unit_tests/test_fast_start.py` checks that a sync never needs it.
 """
 
 import gc
@@ -103,8 +103,6 @@ def defer_cdk_package_init() -> bool:
     lock = threading.Lock()
 
     def __getattr__(name: str) -> Any:
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)  # dunders (copy, pickle, inspect probe these): not exports
         submodule = sys.modules.get(f"{spec.name}.{name}")
         if submodule is not None:  # `import airbyte_cdk.a.b as c` while airbyte_cdk.a is importing
             return submodule

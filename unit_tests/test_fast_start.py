@@ -90,10 +90,46 @@ def test_the_cdk_package_init_runs_only_when_a_top_level_name_is_asked_for():
         import source_northpass.run  # imports every CDK module the connector uses
         package = sys.modules["airbyte_cdk"]
         assert "__all__" not in vars(package), "airbyte_cdk/__init__.py ran at start-up"
-        from airbyte_cdk import AirbyteEntrypoint, launch  # a top-level name: the real init runs now
+        assert package.__version__  # a name the real init defines: it runs now
+        from airbyte_cdk import AirbyteEntrypoint, launch
         from airbyte_cdk.entrypoint import AirbyteEntrypoint as same
         assert AirbyteEntrypoint is same and "__all__" in vars(package) and package.__version__
         print("lazy")
         """
     )
     assert out.strip() == "lazy"
+
+
+def test_spec_check_discover_and_read_never_run_the_cdk_package_init():
+    out = _fresh_python(
+        """
+        import json, sys, tempfile
+        from pathlib import Path
+        from source_northpass.fast_start import collector_paused
+        with collector_paused():
+            from source_northpass.run import run
+        import requests_mock
+
+        tmp = Path(tempfile.mkdtemp())
+        (tmp / "config.json").write_text(json.dumps({"api_key": "unit-test-key"}))
+        (tmp / "catalog.json").write_text(json.dumps({"streams": [{
+            "stream": {"name": "people", "json_schema": {}, "supported_sync_modes": ["full_refresh"]},
+            "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}]}))
+        commands = [["spec"], ["check", "--config", str(tmp / "config.json")],
+                    ["discover", "--config", str(tmp / "config.json")],
+                    ["read", "--config", str(tmp / "config.json"), "--catalog", str(tmp / "catalog.json")]]
+        real_stdout = sys.stdout
+        with requests_mock.Mocker() as http:
+            http.get("https://api.northpass.com/v2/people", json={"data": [], "links": {}})
+            for command in commands:
+                sys.argv = ["main.py", *command]
+                sys.stdout = open(tmp / "out.txt", "w")
+                run()
+                sys.stdout.close()
+                sys.stdout = real_stdout
+        assert http.call_count == 2, http.request_history  # check and read
+        assert "__all__" not in vars(sys.modules["airbyte_cdk"]), "airbyte_cdk/__init__.py ran"
+        print("never")
+        """
+    )
+    assert out.strip().endswith("never")
