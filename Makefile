@@ -6,10 +6,11 @@ PYAIRBYTE_VENV := .venv-pyairbyte
 
 .PHONY: install demo test test-unit test-integration test-pyairbyte bench bench-cpu bench-chart clean
 
-# `make bench PEOPLE=10000 LATENCY=0.08 CHANGES=100`
+# `make bench PEOPLE=10000 LATENCY=0.08 CHANGES=100 REPEAT=5` (REPEAT: runs; the table shows medians)
 PEOPLE ?= 3000
 LATENCY ?= 0.08
 CHANGES ?= 100
+REPEAT ?= 1
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,13 +44,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	touch $@
 
 bench: install
-	$(PY) scripts/bench.py --people $(PEOPLE) --latency $(LATENCY) --changes $(CHANGES)
+	$(PY) scripts/bench.py --people $(PEOPLE) --latency $(LATENCY) --changes $(CHANGES) --repeat $(REPEAT)
 
 bench-cpu: install
-	$(PY) scripts/bench.py --cpu --people 40000 --changes 0
+	$(PY) scripts/bench.py --cpu --people 40000 --changes 0 --repeat $(REPEAT)
 
 bench-chart: $(VENV)/.bench-installed
-	$(PY) scripts/bench.py --sizes 1000,3000,10000,30000 --changes 100 --chart docs/bench.png
+	$(PY) scripts/bench.py --sizes 1000,3000,10000,30000 --changes 100 --repeat 3 --chart docs/bench.png
 
 clean:
 	rm -rf $(VENV) $(PYAIRBYTE_VENV) .pytest_cache *.egg-info integration_tests/.generated

@@ -6,13 +6,15 @@ request per course for its enrollments. Each run starts the fake Northpass serve
 process (latency and rate limit as given) and the connector as a subprocess (`python main.py
 read`), and reports records, requests, 429s, wall time (the whole process, Python start-up
 included), start-up (process start to first request), sync time (first request to exit), the
-floor, wall/floor and sync/floor, records per second of sync time, and the connector's peak
-memory (max RSS).
+floor, wall/floor and sync/floor, records per second of sync time, the connector's CPU time
+(user + system) and its peak memory (max RSS). With --repeat N each figure is the median of N
+runs (429s: the worst run), as one run's times vary by 10-20% on a shared machine.
 
     python scripts/bench.py                          # 3,000 people, 40 courses, 1,200 enrollments, 80 ms
     python scripts/bench.py --people 10000 --changes 500
     python scripts/bench.py --cpu --people 50000     # no latency, no limit: records per second
-    python scripts/bench.py --sizes 1000,3000,10000,30000 --chart docs/bench.png
+    python scripts/bench.py --sizes 1000,3000,10000,30000 --repeat 3 --chart docs/bench.png
+    python scripts/bench.py --repeat 5                # medians of five runs
 """
 
 import argparse
@@ -140,6 +142,9 @@ def measure(args, people: int, changes: int) -> list:
         if changes:
             for _ in range(changes):
                 school.update_person()
+            # Syncs of one connection are minutes apart: let the server's rate window forget the
+            # full sync's last second before the incremental one starts.
+            time.sleep(1.1)
             server.reset_log()
             second = run_read(config, "incremental", state=first["state"])
             page = min(args.page_size, args.max_limit)

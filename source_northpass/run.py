@@ -158,10 +158,5 @@ def run() -> None:
     if source is None:
         sys.exit(0 if args[:1] == ["check"] else 1)
     freeze()  # the source lives until exit (fast_start.py)
-    # The request budget counts a request when a worker thread takes its slot; the request
-    # leaves when that thread next holds the GIL, which Python hands over every 5 ms by default.
-    # Against the fake server, beside a process burning a core, that lag reached 11-15 ms
-    # (leaving 5-9 ms of the rate window's 20 ms margin); at 1 ms it stayed under 10 ms.
-    sys.setswitchinterval(0.001)
     launch(source, args)
     freeze()  # nothing left to collect that exit would not free: skip the final collection
