@@ -146,13 +146,17 @@ class School:
             c = rng.randint(DATA_START, DATA_END)
             return iso(c), iso(rng.randint(c, DATA_END)), c
 
-        for i in range(categories):
-            cid = _uuid(rng)
-            c_at, u_at, _ = stamps()
-            school.categories[cid] = _resource(cid, "categories", {
-                "name": _numbered(CATEGORY_NAMES, i), "created_at": c_at, "updated_at": u_at,
-            }, {}, f"/v2/categories/{cid}")
-        category_ids = list(school.categories)
+        def named(kind: str, into: dict, names, count: int) -> list:
+            """`count` resources of one kind that have just a name and their dates."""
+            for i in range(count):
+                rid = _uuid(rng)
+                c_at, u_at, _ = stamps()
+                into[rid] = _resource(rid, kind, {
+                    "name": _numbered(names, i), "created_at": c_at, "updated_at": u_at,
+                }, {}, f"/v2/{kind}/{rid}")
+            return list(into)
+
+        category_ids = named("categories", school.categories, CATEGORY_NAMES, categories)
 
         for i in range(courses):
             cid = _uuid(rng)
@@ -188,13 +192,7 @@ class School:
                                "language": rng.choice(["en", "de", "fr", "es"])},
             }
 
-        for i in range(groups):
-            gid = _uuid(rng)
-            c_at, u_at, _ = stamps()
-            school.groups[gid] = _resource(gid, "groups", {
-                "name": _numbered(GROUP_NAMES, i), "created_at": c_at, "updated_at": u_at,
-            }, {}, f"/v2/groups/{gid}")
-        group_ids = list(school.groups)
+        group_ids = named("groups", school.groups, GROUP_NAMES, groups)
 
         for _ in range(people):
             c = rng.randint(DATA_START, DATA_END)

@@ -117,10 +117,13 @@ def _watch_peak_rss(process: subprocess.Popen, peak_kb: list) -> None:
         time.sleep(0.05)
 
 
-def floor_requests(school: School, page: int) -> int:
+def floor_requests(school: School, page: int, people: int = None) -> int:
+    """Fewest requests for people (all of them, or `people` changed ones), courses, and each
+    course's enrollments (at least one request per course)."""
     with school.lock:
         per_course = sum(max(1, math.ceil(len(school.enrollments.get(c, [])) / page)) for c in school.courses)
-        return math.ceil(len(school.people) / page) + math.ceil(len(school.courses) / page) + per_course
+        people = len(school.people) if people is None else people
+        return math.ceil(people / page) + math.ceil(len(school.courses) / page) + per_course
 
 
 def measure(args, people: int, changes: int) -> list:
@@ -147,10 +150,7 @@ def measure(args, people: int, changes: int) -> list:
             warm_up(server)
             server.reset_log()
             second = run_read(config, "incremental", state=first["state"])
-            page = min(args.page_size, args.max_limit)
-            with school.lock:
-                enrollment_floor = sum(max(1, math.ceil(len(school.enrollments.get(c, [])) / page)) for c in school.courses)
-            floor = math.ceil(changes / page) + 1 + enrollment_floor  # changed people, courses, enrollments
+            floor = floor_requests(school, min(args.page_size, args.max_limit), people=changes)
             rows.append(row(f"incremental ({changes} changed)", server, second, floor, args))
     return rows
 
