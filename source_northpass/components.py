@@ -33,6 +33,7 @@ from airbyte_cdk.models import (
     StreamDescriptor,
     Type,
 )
+from airbyte_cdk.sources.declarative.auth.declarative_authenticator import DeclarativeAuthenticator
 from airbyte_cdk.sources.declarative.extractors.record_extractor import RecordExtractor
 from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
 from airbyte_cdk.sources.declarative.migrations.state_migration import StateMigration
@@ -155,6 +156,43 @@ class StartDateValidation(ValidationStrategy):
                 f"start_date {value!r} is not an ISO 8601 date or datetime; "
                 "use e.g. 2024-01-31 or 2024-01-31T00:00:00Z."
             )
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ApiKeyHeader(DeclarativeAuthenticator):
+    """The API key in a header (`X-Api-Key`), rendered once.
+
+    The CDK's ApiKeyAuthenticator says the same in YAML, but renders its Jinja token six times per
+    request (its header name, its header and the request's auth each ask for the token), about
+    0.3 ms of the ~1.6 ms of CPU a request costs the connector: in a CPU-bound sync a sixth of
+    what limits records per second. The key cannot change during a sync, so its first rendering
+    is kept. It is rendered on first use, not when the source is built, so a config without a key
+    reaches the spec's validation and its clear message.
+    """
+
+    config: Config
+    parameters: InitVar[Mapping[str, Any]]
+    header: str = "X-Api-Key"
+    api_token: Union[InterpolatedString, str] = "{{ config['api_key'] }}"
+
+    def __post_init__(self, parameters: Mapping[str, Any]) -> None:
+        self._template = InterpolatedString.create(self.api_token, parameters=parameters)
+        self._token: Optional[str] = None
+
+    @property
+    def auth_header(self) -> str:
+        return self.header
+
+    @property
+    def token(self) -> str:
+        if self._token is None:
+            self._token = str(self._template.eval(self.config))
+        return self._token
 
 
 # --------------------------------------------------------------------------------------------
