@@ -16,10 +16,13 @@ the CDK) can reach them.
 
 2. `airbyte_cdk.models` builds eight serpyco_rs `Serializer`s when it is imported, and each
    one builds its JSON Schema eagerly; to document that schema serpyco_rs reads the CDK's model
-   classes' source code back with `inspect` and `ast`. That is about 0.35 s of every `spec`,
-   `check`, `discover` and `read` (5% of the floor of the benchmark's sync) for a schema that
-   no command reads: the CDK only calls `dump`/`load`. Here the schema is built the first time
-   `Serializer.get_json_schema()` asks for it, so anything that does ask gets the same answer.
+   classes' source code back with `inspect` and `ast` (the attributes' docstrings). That was
+   about 0.35 s (the schema) plus 0.07 s (the docstrings) of every `spec`, `check`, `discover`
+   and `read` (6% of the floor of the benchmark's sync) for a schema that no command reads: the
+   CDK only calls `dump`/`load`, which never look at a docstring. Here serializers are described
+   without the attributes' docstrings, and the schema is built, from a description with them,
+   the first time `Serializer.get_json_schema()` asks for it: anything that asks gets the same
+   answer as without this module.
 
    If serpyco_rs changes shape (the names below are gone), nothing is patched and start-up is
    merely slower; `unit_tests/test_fast_start.py` fails in that case so the pin is revisited.
@@ -60,33 +63,56 @@ def freeze() -> None:
 
 
 class _DeferredSchema:
-    """Stands in for a serializer's JSON Schema until somebody asks for it."""
+    """Stands in for a serializer's JSON Schema until somebody asks for it: how the serializer
+    was made, to describe its type again with the docstrings."""
 
-    __slots__ = ("type_info",)
+    __slots__ = ("args", "kwargs")
 
-    def __init__(self, type_info: Any) -> None:
-        self.type_info = type_info
+    def __init__(self, args: Any, kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
 
 
 def defer_serializer_schemas() -> bool:
-    """Make serpyco_rs build serializers' JSON Schemas on first use. True if it was done."""
+    """Make serpyco_rs read attribute docstrings and build serializers' JSON Schemas on first
+    use of the schema. True if it was done (or already was)."""
     try:
-        from serpyco_rs import _main
+        from serpyco_rs import _describe, _main
     except ImportError:
         return False
     build = getattr(_main, "get_json_schema", None)
     serializer = getattr(_main, "Serializer", None)
-    if build is None or serializer is None or build is _DeferredSchema:
-        return build is _DeferredSchema
+    read_docs = getattr(_describe, "get_attributes_doc", None)
+    if build is None or serializer is None or read_docs is None:
+        return False
+    if getattr(serializer, "_northpass_deferred", False):
+        return True
+    init = serializer.__init__
+    describing_for_schema = threading.local()
+
+    def attributes_doc(t: Any) -> Any:
+        return read_docs(t) if getattr(describing_for_schema, "on", False) else {}
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)  # builds no schema: see get_json_schema below
+        self._schema = _DeferredSchema(args, kwargs)
 
     def get_json_schema(self: Any) -> Any:
         schema = self._schema
         if isinstance(schema, _DeferredSchema):
-            schema = self._schema = build(schema.type_info)
+            described = serializer.__new__(serializer)
+            describing_for_schema.on = True
+            try:
+                init(described, *schema.args, **schema.kwargs)
+            finally:
+                describing_for_schema.on = False
+            schema = self._schema = build(described._type_info)
         return schema
 
-    _main.get_json_schema = _DeferredSchema
+    _describe.get_attributes_doc = attributes_doc
+    _main.get_json_schema = lambda type_info: None  # what Serializer.__init__ calls
+    serializer.__init__ = __init__
     serializer.get_json_schema = get_json_schema
+    serializer._northpass_deferred = True
     return True
 
 

@@ -1,6 +1,7 @@
 """The start-up shortcuts in source_northpass/fast_start.py (and create_source's stream filter):
 in place when the entry point starts, and harmless to whatever asks for what they skip."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -19,26 +20,47 @@ def _fresh_python(code: str) -> str:
     return result.stdout
 
 
-def test_the_entry_point_defers_serializer_schemas_and_they_come_out_the_same():
-    out = _fresh_python(
-        """
-        import source_northpass.run  # the entry point: patches, then imports the CDK
-        from serpyco_rs import Serializer
-        from airbyte_cdk.models import AirbyteMessage
-        from airbyte_cdk.models.airbyte_protocol_serializers import AirbyteMessageSerializer, custom_type_resolver
-        from serpyco_rs._json_schema import get_json_schema as build_now  # the builder itself, unpatched
-        from source_northpass.fast_start import _DeferredSchema
+SCHEMAS_AS_JSON = """
+import dataclasses, json, sys
 
-        assert isinstance(AirbyteMessageSerializer._schema, _DeferredSchema), "schema was built at import"
-        deferred = AirbyteMessageSerializer.get_json_schema()
-        fresh = Serializer(AirbyteMessage, omit_none=True, custom_type_resolver=custom_type_resolver)
-        assert deferred == build_now(fresh._type_info), deferred
-        assert "AirbyteMessage" in str(deferred) and "record" in str(deferred), deferred
-        assert AirbyteMessageSerializer.get_json_schema() is deferred  # built once
-        print("deferred")
-        """
-    )
-    assert out.strip() == "deferred"
+if sys.argv[1:] == ["entry-point"]:
+    import source_northpass.run  # the entry point: patches, then imports the CDK
+    from airbyte_cdk.models.airbyte_protocol_serializers import AirbyteMessageSerializer
+    from source_northpass.fast_start import _DeferredSchema
+
+    assert isinstance(AirbyteMessageSerializer._schema, _DeferredSchema), "schema was built at import"
+    assert AirbyteMessageSerializer.get_json_schema() is AirbyteMessageSerializer.get_json_schema()
+
+from serpyco_rs import Serializer
+from airbyte_cdk.models.airbyte_protocol_serializers import AirbyteMessageSerializer
+
+
+@dataclasses.dataclass
+class Documented:
+    when: str
+    \"\"\"An attribute docstring, which serpyco_rs reads from this file.\"\"\"
+
+
+for serializer in (AirbyteMessageSerializer, Serializer(Documented)):
+    print(json.dumps(serializer.get_json_schema(), sort_keys=True, default=repr))
+"""
+
+
+def test_the_entry_point_defers_serializer_schemas_and_they_come_out_the_same(tmp_path):
+    script = tmp_path / "schemas.py"
+    script.write_text(SCHEMAS_AS_JSON)
+
+    def schemas(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, str(script), *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    unpatched, deferred = schemas(), schemas("entry-point")
+    assert "AirbyteMessage" in unpatched and "An attribute docstring" in unpatched
+    assert deferred == unpatched
 
 
 def test_serializers_still_dump_and_load():
