@@ -38,9 +38,9 @@ from airbyte_cdk.sources.declarative.concurrent_declarative_source import (  # n
 )
 from airbyte_cdk.utils.datetime_helpers import ab_datetime_now  # noqa: E402
 
-from source_northpass import components, fast_cursor  # noqa: E402
+from source_northpass import components, fast_paths  # noqa: E402
 
-fast_cursor.install()  # the cursor's per-record date parsing without strptime (see fast_cursor.py)
+fast_paths.install()  # per-record and per-request work done once or cheaply (see fast_paths.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = ROOT / "manifest.yaml"

@@ -1,5 +1,4 @@
-"""source_northpass/fast_cursor.py: the cursor's fast date parsing gives the CDK parser's answer,
-or leaves the answer (and the error) to it."""
+"""source_northpass/fast_paths.py: each shortcut gives the answer the library would give."""
 
 import random
 import subprocess
@@ -10,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from airbyte_cdk.sources.declarative.datetime.datetime_parser import DatetimeParser
-from source_northpass import fast_cursor
-from source_northpass.fast_cursor import NORTHPASS_DATETIME, parse_northpass_datetime
+from source_northpass import fast_paths
+from source_northpass.fast_paths import NORTHPASS_DATETIME, parse_northpass_datetime
 
 ROOT = Path(__file__).resolve().parent.parent
 CDK_PARSE = getattr(DatetimeParser.parse, "cdk_parse", DatetimeParser.parse)  # unpatched
@@ -97,7 +96,7 @@ def test_a_northpass_stamp_is_read_without_the_cdk_parser(monkeypatch):
         raise AssertionError(f"the CDK parser was asked for {date!r}")
 
     monkeypatch.setattr(DatetimeParser, "parse", cdk_parse)
-    fast_cursor.install()
+    fast_paths.cursor_datetimes()
     parser = DatetimeParser()
     assert parser.parse("2020-03-31T17:15:17Z", NORTHPASS_DATETIME) == datetime(2020, 3, 31, 17, 15, 17, tzinfo=timezone.utc)
     with pytest.raises(AssertionError, match="2020-3-31"):
@@ -106,8 +105,8 @@ def test_a_northpass_stamp_is_read_without_the_cdk_parser(monkeypatch):
 
 def test_installed_parser_answers_like_the_cdk_and_raises_its_errors(monkeypatch):
     monkeypatch.setattr(DatetimeParser, "parse", CDK_PARSE)
-    assert fast_cursor.install()
-    assert fast_cursor.install()  # a second install keeps one layer
+    assert fast_paths.cursor_datetimes()
+    assert fast_paths.cursor_datetimes()  # a second install keeps one layer
     assert DatetimeParser.parse.cdk_parse is CDK_PARSE
     parser = DatetimeParser()
     for value in EDGE_CASES:
@@ -123,14 +122,69 @@ def test_installed_parser_answers_like_the_cdk_and_raises_its_errors(monkeypatch
     assert parser.parse("1585674917", "%s") == datetime(2020, 3, 31, 17, 15, 17, tzinfo=timezone.utc)
 
 
-def test_the_entry_point_installs_the_fast_path():
+PROXY_ENVIRONMENTS = [
+    {},
+    {"HTTPS_PROXY": "http://proxy.example:3128"},
+    {"https_proxy": "http://proxy.example:3128", "http_proxy": "http://plain.example:8080"},
+    {"HTTPS_PROXY": "http://proxy.example:3128", "NO_PROXY": "api.northpass.com"},
+    {"HTTPS_PROXY": "http://proxy.example:3128", "no_proxy": ".example.com,127.0.0.1"},
+    {"ALL_PROXY": "socks5://proxy.example:1080", "NO_PROXY": "*"},
+]
+URLS = [
+    "https://api.northpass.com/v2/people?page=1",
+    "https://api.northpass.com/v2/courses",
+    "http://127.0.0.1:8080/v2/people",
+    "https://proxy.example.com/northpass/v2/people",
+]
+
+
+@pytest.fixture
+def requests_proxies(monkeypatch):
+    """requests' own get_environ_proxies, counting its calls, with the shortcut installed over it."""
+    from requests import sessions
+
+    read = getattr(sessions.get_environ_proxies, "requests_read", sessions.get_environ_proxies)
+    calls = []
+
+    def counted(url, no_proxy=None):
+        calls.append(url)
+        return read(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(sessions, "get_environ_proxies", counted)
+    assert fast_paths.proxies_read_once()
+    assert fast_paths.proxies_read_once()  # a second install keeps one layer
+    return read, calls
+
+
+@pytest.mark.parametrize("environment", PROXY_ENVIRONMENTS)
+def test_proxies_are_the_ones_requests_finds_in_the_environment(monkeypatch, requests_proxies, environment):
+    from requests import sessions
+
+    read, calls = requests_proxies
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    session = sessions.Session()
+    for url in URLS * 2:
+        for no_proxy in (None, "northpass.com"):
+            assert sessions.get_environ_proxies(url, no_proxy=no_proxy) == read(url, no_proxy=no_proxy)
+        settings = session.merge_environment_settings(url, {}, None, None, None)
+        assert settings["proxies"] == read(url)
+    # each scheme and host (and no_proxy) was looked up once, though every URL was asked for four times
+    assert len(calls) == len({(u.split("/")[0], u.split("/")[2]) for u in URLS}) * 2
+
+
+def test_the_entry_point_installs_the_fast_paths():
     result = subprocess.run(
         [
             sys.executable,
             "-c",
             "import source_northpass.run\n"
             "from airbyte_cdk.sources.declarative.datetime.datetime_parser import DatetimeParser\n"
-            "print(getattr(DatetimeParser.parse, 'northpass_fast_path', False))",
+            "from requests import sessions\n"
+            "print(getattr(DatetimeParser.parse, 'northpass_fast_path', False),"
+            " getattr(sessions.get_environ_proxies, 'northpass_read_once', False))",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -138,4 +192,4 @@ def test_the_entry_point_installs_the_fast_path():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True"
+    assert result.stdout.strip() == "True True"
