@@ -25,6 +25,8 @@ Server behaviour (``FakeNorthpass``)
     ``cont`` (and a bare ``filter[attr]=x``) is case-insensitive; an unknown predicate is a
     400, an unknown attribute is ignored. Numbers compare as numbers, everything else as
     strings. ``GET /_stats`` needs no key, is not rate limited and is not logged.
+    ``ignore_filters``/``ignore_sort`` answer as if those parameters were absent (a lenient
+    server); ``refuse_filters``/``refuse_sort`` answer any of them with a 400 (a strict one).
 """
 from __future__ import annotations
 
@@ -723,6 +725,8 @@ class FakeNorthpass:
         self.slow_seconds = 3.0
         self.ignore_filters = False
         self.ignore_sort = False
+        self.refuse_filters = False
+        self.refuse_sort = False
         self.on_request = None  # callable(server, RequestLog), run for each 200 list page
         self.callback_errors: list[BaseException] = []
         self.requests: list[RequestLog] = []
@@ -941,6 +945,10 @@ class FakeNorthpass:
         collection of the school) its dict, answered from the server's per-version cache."""
         page = int_param(query, "page", 1)
         limit = min(int_param(query, "limit", self.default_limit), self.max_limit)
+        if self.refuse_filters and any(key.startswith("filter") for key in query):
+            raise QueryError(f"Filter not allowed: {', '.join(k for k in query if k.startswith('filter'))}")
+        if self.refuse_sort and "sort" in query:
+            raise QueryError(f"Invalid sort criteria: {query['sort']}")
         filters = [] if self.ignore_filters else parse_filters(query)
         sort = None if self.ignore_sort else query.get("sort")
         default_attr = DEFAULT_ORDER.get(type_, "created_at")

@@ -232,6 +232,18 @@ def test_ignore_filters_returns_everything(server, http):
     assert len(fetch_all(http, server, "/v2/people", limit=100, **{"filter[email][eq]": "nobody"})) == 300
 
 
+@pytest.mark.parametrize("flag, params, said", [
+    ("refuse_filters", {"filter[updated_at][gteq]": "2020-01-01T00:00:00Z"}, "Filter not allowed"),
+    ("refuse_sort", {"sort": "updated_at"}, "Invalid sort criteria"),
+])
+def test_a_strict_server_refuses_filters_or_sort_with_400(server, http, flag, params, said):
+    setattr(server, flag, True)
+    refused = http.get(f"{server.url}/v2/people", params={"limit": 10, **params}, headers={"X-Api-Key": KEY})
+    assert refused.status_code == 400 and said in refused.json()["errors"][0]["detail"]
+    plain = http.get(f"{server.url}/v2/people", params={"limit": 10, "page": 2}, headers={"X-Api-Key": KEY})
+    assert plain.status_code == 200 and len(plain.json()["data"]) == 10
+
+
 def test_default_order_is_created_at_then_id(server, http, school):
     assert ids(fetch_all(http, server, "/v2/people", limit=100)) == expected_order(_people(school), ("created_at", False))
     course = max(school.enrollments, key=lambda c: len(school.enrollments[c]))

@@ -133,8 +133,8 @@ def test_a_bulk_import_sharing_one_second_is_emitted_exactly_once_while_it_chang
     assert updated_during <= {r["id"] for r in second.records("people")} | {r["id"] for r in third.records("people")}
 
 
-@pytest.mark.parametrize("ignored", ["ignore_filters", "ignore_sort"])
-def test_a_server_ignoring_filter_or_sort_still_gives_a_correct_sync_with_one_warning(server, school, ignored):
+@pytest.mark.parametrize("ignored", ["ignore_filters", "ignore_sort", "refuse_filters", "refuse_sort"])
+def test_a_server_ignoring_or_refusing_filter_or_sort_still_gives_a_correct_sync_with_one_warning(server, school, ignored):
     first = _sync(server)
     changed = {school.update_person() for _ in range(10)}
     setattr(server, ignored, True)

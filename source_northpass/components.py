@@ -459,7 +459,7 @@ class _SliceWithStableHash(StreamSlice):
 
 
 class _ServerIgnoresQuery(Exception):
-    """The server answered as if a filter or sort parameter were not there."""
+    """The server answered as if a filter or sort parameter were not there, or refused it."""
 
 
 @dataclass
@@ -480,8 +480,9 @@ class UpdatedAtKeysetRetriever(SimpleRetriever):
       group is read by page number instead, and read again until a pass finds no one new, so a
       member leaving the group mid-read cannot hide another.
     - A server that ignores the updated_at filter or the sort is detected from the records it
-      returns; the stream then falls back to a plain page-number walk of the whole list, keeps
-      only records at or after the cursor, and logs one warning saying so.
+      returns, one that refuses them from its HTTP 400; the stream then falls back to a plain
+      page-number walk of the whole list, keeps only records at or after the cursor, and logs
+      one warning saying so.
     - Records seen twice at a boundary timestamp are emitted once (only the ids at the current
       boundary are remembered, so memory stays bounded).
     - State: after each page, a STATE message `{"updated_at": T}` is emitted, where every record
@@ -568,12 +569,31 @@ class _KeysetWalk:
         params.update(filters)
         return params
 
-    def _read(self, params: Mapping[str, Any]) -> Tuple[List[Record], bool]:
+    def _read(self, params: Mapping[str, Any], refusal_is_final: bool = False) -> Tuple[List[Record], bool]:
         response = self.r.fetch(self.slice, params)
+        if response.status_code == 400:  # passed back by the manifest's keyset_error_handler
+            self._refused(response, params, refusal_is_final)
         records = self.r.records(response, self.schema, self.slice)
         document = json_api_document(response)
         links = document.get("links") if isinstance(document, dict) else None
         return records, bool(isinstance(links, dict) and links.get("next"))
+
+    def _refused(self, response: requests.Response, params: Mapping[str, Any], final: bool) -> None:
+        """A 400: the endpoint does not allow the filter or sort (some JSON:API servers refuse what
+        others ignore). The walk then reads the list another way; if even the plain page-number
+        read is refused, the stream fails, saying what Northpass said."""
+        document = json_api_document(response)
+        errors = document.get("errors") if isinstance(document, dict) else None
+        first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+        said = str(first.get("detail") or first.get("title") or "no detail")[:300]
+        asked = "&".join(f"{k}={v}" for k, v in params.items() if k not in ("limit", "page"))
+        if not final:
+            raise _ServerIgnoresQuery(f"refused {asked or 'the query'} on stream {self.r.name} (HTTP 400: {said})")
+        raise AirbyteTracedException(
+            message=f"Northpass refused page {params.get('page')} of stream {self.r.name} with limit="
+            f"{params.get('limit')} (HTTP 400: {said}). If it is the page size it refuses, lower page_size.",
+            failure_type=FailureType.system_error,
+        )
 
     def _stamp(self, record: Record) -> Tuple[Optional[datetime], Optional[str]]:
         raw = record.data.get(self.field)
@@ -703,7 +723,7 @@ class _KeysetWalk:
         page = 1
         guard = _RepeatedPageGuard()
         while True:
-            records, has_next = self._read(self._params(page=page))
+            records, has_next = self._read(self._params(page=page), refusal_is_final=True)
             if has_next and guard.is_repeat(tuple(r.data.get("id") for r in records), page, f"stream {self.r.name}"):
                 continue
             for record in records:

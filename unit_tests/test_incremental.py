@@ -9,7 +9,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_northpass.components import UpdatedAtState
 from unit_tests.harness import log_lines, record_data, run_read
-from unit_tests.northpass_builders import NorthpassRequest, config, ok, page, person, resource_id
+from unit_tests.northpass_builders import NorthpassRequest, config, ok, page, person, resource_id, status
 
 T = "2024-03-01T12:00:00Z"  # a bulk import's second
 
@@ -129,6 +129,45 @@ def test_a_server_ignoring_the_sort_is_detected_and_read_whole():
     assert sorted(r["id"] for r in record_data(output)) == sorted(resource_id("people", n) for n in range(6))
     assert any("ignored sort=updated_at" in w for w in log_lines(output, "WARN"))
     assert _states(output)[-1] == _updated(5)
+
+
+def test_a_server_refusing_the_filter_is_read_whole_by_page_number_with_one_warning():
+    everyone = [person(n) for n in range(6)]
+    refused = status(400, {"errors": [{"status": "400", "title": "Filter not allowed", "detail": "updated_at is not allowed."}]})
+    with requests_mock.Mocker() as http:
+        keyset = NorthpassRequest.people_by_key(_updated(3), limit=3).mock(http, refused)
+        first = NorthpassRequest.people().with_limit(3).with_page(1).mock(http, ok(page(everyone[0:3], True)))
+        second = NorthpassRequest.people().with_limit(3).with_page(2).mock(http, ok(page(everyone[3:6])))
+        output = _read(state={"people": {"updated_at": _updated(3)}}, page_size=3)
+
+    assert (keyset.call_count, first.call_count, second.call_count) == (1, 1, 1), "a 400 is not retried"
+    assert [r["id"] for r in record_data(output)] == [resource_id("people", n) for n in (3, 4, 5)]
+    warnings = [w for w in log_lines(output, "WARN") if "reading the whole list" in w]
+    assert len(warnings) == 1 and "updated_at is not allowed." in warnings[0]
+    assert _states(output)[-1] == _updated(5)
+
+
+def test_a_server_refusing_the_sort_from_the_first_page_is_read_whole():
+    with requests_mock.Mocker() as http:
+        NorthpassRequest.people_by_key(limit=2).mock(http, status(400, {"errors": [{"title": "Invalid sort criteria"}]}))
+        NorthpassRequest.people().with_limit(2).with_page(1).mock(http, ok(page([person(1), person(0)], True)))
+        NorthpassRequest.people().with_limit(2).with_page(2).mock(http, ok(page([person(2)])))
+        output = _read(page_size=2)
+
+    assert sorted(r["id"] for r in record_data(output)) == sorted(resource_id("people", n) for n in range(3))
+    assert any("Invalid sort criteria" in w for w in log_lines(output, "WARN"))
+
+
+def test_a_refused_page_number_read_fails_the_stream_saying_what_northpass_said():
+    with requests_mock.Mocker() as http:
+        NorthpassRequest.people_by_key(limit=500).mock(http, status(400, {"errors": [{"detail": "limit must be at most 100"}]}))
+        NorthpassRequest.people().with_limit(500).with_page(1).mock(http, status(400, {"errors": [{"detail": "limit must be at most 100"}]}))
+        output = run_read(config(page_size=500), ["people"], sync_mode=SyncMode.incremental, expect_failure=True)
+
+    assert not record_data(output)
+    errors = [m.trace.error for m in output.errors]
+    assert any("limit must be at most 100" in e.message and "page_size" in e.message for e in errors), errors
+    assert any(e.failure_type == FailureType.system_error for e in errors)
 
 
 def test_a_malformed_state_is_a_config_error_before_any_request():
