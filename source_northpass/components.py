@@ -240,6 +240,25 @@ class JsonApiRecordExtractor(RecordExtractor):
 # --------------------------------------------------------------------------------------------
 
 
+def has_next_page(document: Any, count: int, limit: int) -> bool:
+    """Whether a list goes on after this page. `links.next` says so; a short page proves nothing
+    (Northpass may clamp `limit`). A document without any `links` member (a server or proxy that
+    drops them) leaves only the page itself as evidence: a full page may have a next one, which
+    is then asked for, so a missing member can cost a request but never records."""
+    links = document.get("links") if isinstance(document, dict) else None
+    if isinstance(links, dict):
+        return bool(links.get("next"))
+    if count >= limit > 0:
+        if not _NO_LINKS_WARNED.is_set():
+            _NO_LINKS_WARNED.set()
+            logger.warning("Northpass answers full pages without JSON:API links; each list is read until a short page.")
+        return True
+    return False
+
+
+_NO_LINKS_WARNED = threading.Event()  # one warning per run, not one per page
+
+
 class _RepeatedPageGuard:
     """Notices a page that answers with the same records as the page before it (a proxy cache,
     a server ignoring `page`): the page is asked for again, and after `max_repeats` repeats the
@@ -267,7 +286,8 @@ class _RepeatedPageGuard:
 
 @dataclass
 class NextLinkPageNumber(PaginationStrategy):
-    """Page numbers (`page=1, 2, ...`) for as long as the document has a `links.next`.
+    """Page numbers (`page=1, 2, ...`) for as long as the document has a `links.next`
+    (see has_next_page for a document without links).
 
     The CDK's PageIncrement stops at the first short page, but Northpass may clamp `limit`
     silently, so a short page proves nothing: only `links.next` ends a list. A server that keeps
@@ -308,10 +328,9 @@ class NextLinkPageNumber(PaginationStrategy):
         if page == self.start_from_page or not hasattr(self._pages, "guard"):
             self._pages.guard = _RepeatedPageGuard(self.max_repeats)
         document = json_api_document(response)
-        links = document.get("links") if isinstance(document, dict) else None
-        if not (isinstance(links, dict) and links.get("next")):
+        data = document.get("data") if isinstance(document, dict) else None
+        if not has_next_page(document, len(data) if isinstance(data, list) else 0, self._page_size):
             return None
-        data = document.get("data")
         ids = tuple(r.get("id") for r in data) if isinstance(data, list) else ()
         if self._pages.guard.is_repeat(ids, page, urlsplit(response.url).path):
             return page
@@ -575,8 +594,7 @@ class _KeysetWalk:
             self._refused(response, params, refusal_is_final)
         records = self.r.records(response, self.schema, self.slice)
         document = json_api_document(response)
-        links = document.get("links") if isinstance(document, dict) else None
-        return records, bool(isinstance(links, dict) and links.get("next"))
+        return records, has_next_page(document, len(records), self.limit)
 
     def _refused(self, response: requests.Response, params: Mapping[str, Any], final: bool) -> None:
         """A 400: the endpoint does not allow the filter or sort (some JSON:API servers refuse what

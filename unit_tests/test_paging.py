@@ -101,3 +101,21 @@ def test_empty_pages_that_keep_promising_a_next_page_fail_instead_of_looping():
 
     assert third.call_count == 3, "the empty page 3 repeats the empty page 2: asked again twice, then the stream fails"
     assert any("kept answering page 3" in e.trace.error.message for e in output.errors)
+
+
+def test_pages_without_json_api_links_are_read_until_a_short_page():
+    def bare(resources):  # a server or proxy that drops the links member
+        return {"data": resources}
+
+    with requests_mock.Mocker() as http:
+        _one_course(http)
+        pages = [
+            _enrollments(2, 1).mock(http, ok(bare([enrollment(1, 1), enrollment(1, 2)]))),
+            _enrollments(2, 2).mock(http, ok(bare([enrollment(1, 3), enrollment(1, 4)]))),
+            _enrollments(2, 3).mock(http, ok(bare([enrollment(1, 5)]))),
+        ]
+        output = run_read(config(page_size=2), ["course_enrollments"])
+
+    assert _ids(output) == [resource_id("enrollments/1", n) for n in range(1, 6)]
+    assert [p.call_count for p in pages] == [1, 1, 1]
+    assert not output.errors

@@ -20,6 +20,18 @@ def test_full_refresh_walks_by_key_moving_the_filter_to_the_last_updated_at():
     assert (first.call_count, second.call_count) == (1, 1)
 
 
+def test_a_walk_without_json_api_links_goes_on_after_a_full_page_and_stops_at_a_short_one():
+    with requests_mock.Mocker() as http:
+        first = NorthpassRequest.people_by_key(limit=3).mock(http, ok({"data": [person(n) for n in range(3)]}))
+        last = NorthpassRequest.people_by_key(person(2)["attributes"]["updated_at"], limit=3).mock(
+            http, ok({"data": [person(n) for n in range(2, 4)]})
+        )
+        output = run_read(config(page_size=3), ["people"])
+
+    assert [r["id"] for r in record_data(output, "people")] == [resource_id("people", n) for n in range(4)]
+    assert (first.call_count, last.call_count) == (1, 1)
+
+
 def test_start_date_is_the_first_lower_bound_in_full_refresh():
     with requests_mock.Mocker() as http:
         request = NorthpassRequest.people_by_key("2024-01-31T00:00:00Z").mock(
