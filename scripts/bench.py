@@ -7,10 +7,8 @@ process (latency and rate limit as given) and the connector as a subprocess (`py
 read`), and reports records, requests, 429s, wall time (the whole process, Python start-up
 included), start-up (process start to first request), sync time (first request to exit), the
 floor, wall/floor and sync/floor, records per second of sync time, the connector's CPU time
-(user + system), its peak memory (max RSS), and loop_ms: how long a fixed pure-Python loop took
-just before the run (the machine's speed at that moment; lower is faster). With --repeat N each
-figure is the median of N runs (429s: the worst run), as one run's times vary by 10-20% on a
-shared machine.
+(user + system) and its peak memory (max RSS). With --repeat N each figure is the median of N
+runs (429s: the worst run), as one run's times vary by 10-20% on a shared machine.
 
     python scripts/bench.py                          # 3,000 people, 40 courses, 1,200 enrollments, 80 ms
     python scripts/bench.py --people 10000 --changes 500
@@ -144,35 +142,17 @@ def measure(args, people: int, changes: int) -> list:
             "requests_per_second": 1000 if args.cpu else args.rate_limit,
         }
         warm_up(server)
-        speed = loop_ms()
         first = run_read(config, "full")
         rows.append(row("full", server, first, floor_requests(school, min(args.page_size, args.max_limit)), args))
-        rows[-1]["loop_ms"] = speed
         if changes:
             for _ in range(changes):
                 school.update_person()
             warm_up(server)
-            speed = loop_ms()
             server.reset_log()
             second = run_read(config, "incremental", state=first["state"])
             floor = floor_requests(school, min(args.page_size, args.max_limit), people=changes)
             rows.append(row(f"incremental ({changes} changed)", server, second, floor, args))
-            rows[-1]["loop_ms"] = speed
     return rows
-
-
-def loop_ms() -> float:
-    """This machine's speed right now: the best of three runs of a fixed pure-Python loop, in ms.
-    A shared VM's CPU speed drifts by 40% within minutes; printed beside each run so its figures
-    can be read against it (lower is faster)."""
-    best = math.inf
-    for _ in range(3):
-        started = time.thread_time()
-        total = 0
-        for i in range(1_000_000):
-            total += i % 7
-        best = min(best, time.thread_time() - started)
-    return round(best * 1000, 1)
 
 
 def warm_up(server) -> None:
@@ -237,7 +217,7 @@ def print_rows(rows, args) -> None:
     mode = "cpu-bound (no latency, no limit)" if args.cpu else f"latency {args.latency * 1000:.0f} ms, limit {args.rate_limit}/s"
     print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, {os.cpu_count()} cores")
     columns = ["run", "people", "records", "requests", "429s", "wall_s", "startup_s", "sync_s", "floor_s", "wall/floor",
-               "sync/floor", "records/s", "cpu_s", "peak_mb", "loop_ms", "ok"]
+               "sync/floor", "records/s", "cpu_s", "peak_mb", "ok"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for r in rows:
