@@ -15,6 +15,7 @@ runs (429s: the worst run), as one run's times vary by 10-20% on a shared machin
     python scripts/bench.py --cpu --people 50000     # no latency, no limit: records per second
     python scripts/bench.py --sizes 1000,3000,10000,30000 --repeat 3 --chart docs/bench.png
     python scripts/bench.py --repeat 5                # medians of five runs
+    python scripts/bench.py --runner source-declarative-manifest   # as Airbyte Cloud starts it
 """
 
 import argparse
@@ -35,10 +36,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from integration_tests.connector import injected_config  # noqa: E402
 from integration_tests.fake_northpass import FakeNorthpass, School  # noqa: E402
 
 API_KEY = "bench-key-0000"
 STREAMS = ["people", "courses", "course_enrollments"]
+RUNNERS = ["main.py", "source-declarative-manifest"]
 
 
 def catalog(mode: str) -> dict:
@@ -54,21 +57,28 @@ def catalog(mode: str) -> dict:
     }
 
 
-def run_read(config: dict, mode: str, state: list = None) -> dict:
-    """One `python main.py read`: records per stream, the last state, wall time, peak RSS."""
+def run_read(config: dict, mode: str, state: list = None, runner: str = "main.py") -> dict:
+    """One `python main.py read` (or the same read by Airbyte's manifest runner, the manifest and
+    components injected into the config): records per stream, the last state, wall time, peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
+        if runner == RUNNERS[1]:
+            config = injected_config(config)
         paths = {}
         for name, content in (("config", config), ("catalog", catalog(mode)), ("state", state)):
             if content is not None:
                 paths[name] = Path(tmp) / f"{name}.json"
                 paths[name].write_text(json.dumps(content))
-        args = [sys.executable, str(ROOT / "main.py"), "read", "--config", str(paths["config"]), "--catalog", str(paths["catalog"])]
+        command = [sys.executable, str(ROOT / "main.py")] if runner == RUNNERS[0] else [str(Path(sys.executable).parent / runner)]
+        args = [*command, "read", "--config", str(paths["config"]), "--catalog", str(paths["catalog"])]
         if "state" in paths:
             args += ["--state", str(paths["state"])]
         records, states, errors = Counter(), {}, []
         cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+        process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+            env={**os.environ, "AIRBYTE_ENABLE_UNSAFE_CODE": "true"},  # the runner's switch for injected code
+        )
         # Drain stdout as fast as the platform would (a slow reader makes the connector wait on
         # the pipe), and look at the lines once the process has finished.
         chunks = []
@@ -142,14 +152,14 @@ def measure(args, people: int, changes: int) -> list:
             "requests_per_second": 1000 if args.cpu else args.rate_limit,
         }
         warm_up(server)
-        first = run_read(config, "full")
+        first = run_read(config, "full", runner=args.runner)
         rows.append(row("full", server, first, floor_requests(school, min(args.page_size, args.max_limit)), args))
         if changes:
             for _ in range(changes):
                 school.update_person()
             warm_up(server)
             server.reset_log()
-            second = run_read(config, "incremental", state=first["state"])
+            second = run_read(config, "incremental", state=first["state"], runner=args.runner)
             floor = floor_requests(school, min(args.page_size, args.max_limit), people=changes)
             rows.append(row(f"incremental ({changes} changed)", server, second, floor, args))
     return rows
@@ -215,7 +225,8 @@ def median_row(rows) -> dict:
 
 def print_rows(rows, args) -> None:
     mode = "cpu-bound (no latency, no limit)" if args.cpu else f"latency {args.latency * 1000:.0f} ms, limit {args.rate_limit}/s"
-    print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, {os.cpu_count()} cores")
+    print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, "
+          f"{os.cpu_count()} cores, runner {args.runner}")
     columns = ["run", "people", "records", "requests", "429s", "wall_s", "startup_s", "sync_s", "floor_s", "wall/floor",
                "sync/floor", "records/s", "cpu_s", "peak_mb", "ok"]
     print("| " + " | ".join(columns) + " |")
@@ -262,6 +273,8 @@ def main() -> int:
     parser.add_argument("--page-size", type=int, default=100, help="the connector's page_size (100 is its default)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runner", choices=RUNNERS, default=RUNNERS[0],
+                        help="how the connector is started: main.py, or Airbyte's manifest runner as Airbyte Cloud runs it")
     parser.add_argument("--cpu", action="store_true", help="no latency and no rate limit: measures records per second")
     parser.add_argument("--sizes", help="comma-separated people counts to run one after the other")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size; the table shows each figure's median")
