@@ -2,6 +2,7 @@
 
 import requests_mock
 
+from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
 from unit_tests.harness import record_data, run_read
 from unit_tests.northpass_builders import API_KEY, NorthpassRequest, config, ok, page, person, resource_id
 
@@ -81,8 +82,6 @@ def test_api_key_is_sent_as_header_and_json_is_asked_for():
 
 
 def test_api_key_is_rendered_once_per_sync_not_per_request(monkeypatch):
-    from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
-
     renders = []
     cdk_eval = InterpolatedString.eval
 
