@@ -72,6 +72,22 @@ def injected_config(config: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
+RUNNERS = ("main.py", "source-declarative-manifest")
+RUNNER_ENV = {"AIRBYTE_ENABLE_UNSAFE_CODE": "true"}  # the manifest runner's switch for injected code
+
+
+def runner_command(runner: str) -> List[str]:
+    """What starts the connector: `python main.py`, or Airbyte's manifest runner."""
+    if runner == RUNNERS[0]:
+        return [PYTHON, str(ROOT / "main.py")]
+    return [str(Path(PYTHON).parent / runner)]
+
+
+def runner_config(runner: str, config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The config as `runner` takes it: the manifest runner wants manifest and components in it."""
+    return config if runner == RUNNERS[0] else injected_config(config)
+
+
 def run_connector(
     command: str,
     config: Optional[Mapping[str, Any]] = None,
@@ -86,24 +102,18 @@ def run_connector(
         directory = Path(tmp)
         args: List[str] = [command]
         if config is not None:
-            if runner == "source-declarative-manifest":
-                config = injected_config(config)
-            args += ["--config", _write(directory, "config.json", config)]
+            args += ["--config", _write(directory, "config.json", runner_config(runner, config))]
         if catalog is not None:
             args += ["--catalog", _write(directory, "catalog.json", catalog)]
         if state is not None:
             args += ["--state", _write(directory, "state.json", list(state))]
-        if runner == "main.py":
-            argv = [PYTHON, str(ROOT / "main.py"), *args]
-        else:
-            argv = [str(Path(PYTHON).parent / "source-declarative-manifest"), *args]
         process = subprocess.run(
-            argv,
+            [*runner_command(runner), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd=str(ROOT),
-            env={**os.environ, "AIRBYTE_ENABLE_UNSAFE_CODE": "true", **(env or {})},
+            env={**os.environ, **RUNNER_ENV, **(env or {})},
         )
     messages = []
     for line in process.stdout.splitlines():

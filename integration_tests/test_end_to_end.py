@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from integration_tests.connector import PYTHON, ROOT, catalog_for, run_connector
+from integration_tests.connector import PYTHON, RUNNERS, ROOT, catalog_for, run_connector
 from integration_tests.fake_northpass import FakeNorthpass, School
 
 API_KEY = "e2e-secret-key-7c1d9b2a"
@@ -44,7 +44,7 @@ def _assert_no_secret(run):
     assert API_KEY not in run.output()
 
 
-@pytest.mark.parametrize("runner", ["main.py", "source-declarative-manifest"])
+@pytest.mark.parametrize("runner", RUNNERS)
 def test_full_refresh_emits_every_record_of_every_stream_exactly_once(server, school, runner):
     discovered = run_connector("discover", _config(server), runner=runner)
     assert discovered.returncode == 0, discovered.output()

@@ -36,12 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from integration_tests.connector import injected_config  # noqa: E402
+from integration_tests.connector import RUNNER_ENV, RUNNERS, runner_command, runner_config  # noqa: E402
 from integration_tests.fake_northpass import FakeNorthpass, School  # noqa: E402
 
 API_KEY = "bench-key-0000"
 STREAMS = ["people", "courses", "course_enrollments"]
-RUNNERS = ["main.py", "source-declarative-manifest"]
 
 
 def catalog(mode: str) -> dict:
@@ -57,19 +56,16 @@ def catalog(mode: str) -> dict:
     }
 
 
-def run_read(config: dict, mode: str, state: list = None, runner: str = "main.py") -> dict:
+def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[0]) -> dict:
     """One `python main.py read` (or the same read by Airbyte's manifest runner, the manifest and
     components injected into the config): records per stream, the last state, wall time, peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
-        if runner == RUNNERS[1]:
-            config = injected_config(config)
         paths = {}
-        for name, content in (("config", config), ("catalog", catalog(mode)), ("state", state)):
+        for name, content in (("config", runner_config(runner, config)), ("catalog", catalog(mode)), ("state", state)):
             if content is not None:
                 paths[name] = Path(tmp) / f"{name}.json"
                 paths[name].write_text(json.dumps(content))
-        command = [sys.executable, str(ROOT / "main.py")] if runner == RUNNERS[0] else [str(Path(sys.executable).parent / runner)]
-        args = [*command, "read", "--config", str(paths["config"]), "--catalog", str(paths["catalog"])]
+        args = [*runner_command(runner), "read", "--config", str(paths["config"]), "--catalog", str(paths["catalog"])]
         if "state" in paths:
             args += ["--state", str(paths["state"])]
         records, states, errors = Counter(), {}, []
@@ -77,7 +73,7 @@ def run_read(config: dict, mode: str, state: list = None, runner: str = "main.py
         started = time.monotonic()
         process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
-            env={**os.environ, "AIRBYTE_ENABLE_UNSAFE_CODE": "true"},  # the runner's switch for injected code
+            env={**os.environ, **RUNNER_ENV},
         )
         # Drain stdout as fast as the platform would (a slow reader makes the connector wait on
         # the pipe), and look at the lines once the process has finished.
