@@ -1,7 +1,11 @@
 """Run the connector in-process, as the Airbyte entrypoint would, and collect its output."""
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Optional
 
@@ -66,3 +70,19 @@ def record_data(output: EntrypointOutput, stream: Optional[str] = None) -> List[
 
 def log_lines(output: EntrypointOutput, level: Optional[str] = None) -> List[str]:
     return [m.log.message for m in output.logs if level is None or m.log.level.name == level]
+
+
+def fresh_python(code: str, *args: str) -> str:
+    """Run `code` (written to a file, so its source can be read back) with `args` in a new
+    interpreter, and return what it printed. For what must happen before the CDK is first
+    imported, which in a test process has long happened."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "fresh.py"
+        script.write_text(textwrap.dedent(code))
+        result = subprocess.run(
+            [sys.executable, str(script), *args], cwd=root, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

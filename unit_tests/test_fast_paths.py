@@ -1,18 +1,15 @@
 """source_northpass/fast_paths.py: each shortcut gives the answer the library would give."""
 
 import random
-import subprocess
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
 from airbyte_cdk.sources.declarative.datetime.datetime_parser import DatetimeParser
 from source_northpass import fast_paths
 from source_northpass.fast_paths import NORTHPASS_DATETIME, parse_northpass_datetime
+from unit_tests.harness import fresh_python
 
-ROOT = Path(__file__).resolve().parent.parent
 CDK_PARSE = getattr(DatetimeParser.parse, "cdk_parse", DatetimeParser.parse)  # unpatched
 
 EDGE_CASES = [
@@ -176,20 +173,13 @@ def test_proxies_are_the_ones_requests_finds_in_the_environment(monkeypatch, req
 
 
 def test_the_entry_point_installs_the_fast_paths():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import source_northpass.run\n"
-            "from airbyte_cdk.sources.declarative.datetime.datetime_parser import DatetimeParser\n"
-            "from requests import sessions\n"
-            "print(getattr(DatetimeParser.parse, 'northpass_fast_path', False),"
-            " getattr(sessions.get_environ_proxies, 'northpass_read_once', False))",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = fresh_python(
+        """
+        import source_northpass.run
+        from airbyte_cdk.sources.declarative.datetime.datetime_parser import DatetimeParser
+        from requests import sessions
+        print(getattr(DatetimeParser.parse, "northpass_fast_path", False),
+              getattr(sessions.get_environ_proxies, "northpass_read_once", False))
+        """
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True True"
+    assert out.strip() == "True True"

@@ -1,23 +1,7 @@
 """The start-up shortcuts in source_northpass/fast_start.py (and create_source's stream filter):
 in place when the entry point starts, and harmless to whatever asks for what they skip."""
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _fresh_python(code: str) -> str:
-    """Run code in a new interpreter: the patch must be in place before the CDK is first imported,
-    which in this test process has long happened."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+from unit_tests.harness import fresh_python
 
 
 SCHEMAS_AS_JSON = """
@@ -46,25 +30,14 @@ for serializer in (AirbyteMessageSerializer, Serializer(Documented)):
 """
 
 
-def test_the_entry_point_defers_serializer_schemas_and_they_come_out_the_same(tmp_path):
-    script = tmp_path / "schemas.py"
-    script.write_text(SCHEMAS_AS_JSON)
-
-    def schemas(*args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, str(script), *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    unpatched, deferred = schemas(), schemas("entry-point")
+def test_the_entry_point_defers_serializer_schemas_and_they_come_out_the_same():
+    unpatched, deferred = fresh_python(SCHEMAS_AS_JSON), fresh_python(SCHEMAS_AS_JSON, "entry-point")
     assert "AirbyteMessage" in unpatched and "An attribute docstring" in unpatched
     assert deferred == unpatched
 
 
 def test_serializers_still_dump_and_load():
-    out = _fresh_python(
+    out = fresh_python(
         """
         import source_northpass.run
         from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, Type
@@ -80,7 +53,7 @@ def test_serializers_still_dump_and_load():
 
 
 def test_collector_paused_leaves_the_collector_on_with_start_up_objects_frozen():
-    out = _fresh_python(
+    out = fresh_python(
         """
         import gc
         from source_northpass.fast_start import collector_paused
@@ -108,7 +81,7 @@ def test_a_read_builds_only_the_streams_its_catalog_selects():
 
 
 def test_the_cdk_package_init_runs_only_when_a_top_level_name_is_asked_for():
-    out = _fresh_python(
+    out = fresh_python(
         """
         import sys
         import source_northpass.run  # imports every CDK module the connector uses
@@ -125,7 +98,7 @@ def test_the_cdk_package_init_runs_only_when_a_top_level_name_is_asked_for():
 
 
 def test_spec_check_discover_and_read_never_run_the_cdk_package_init():
-    out = _fresh_python(
+    out = fresh_python(
         """
         import json, sys, tempfile
         from pathlib import Path
