@@ -16,9 +16,10 @@ try:  # airbyte-cdk depends on orjson, so it is there wherever the CDK is; json 
 except ImportError:  # pragma: no cover
     _loads = json.loads
 import threading
+from concurrent.futures import Future
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, MutableMapping, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, MutableMapping, Optional, Set, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -476,6 +477,51 @@ class _SliceWithStableHash(StreamSlice):
         return StreamSlice.__eq__(self, other)
 
 
+class _SharedFetches:
+    """Identical requests in flight at the same moment get one response.
+
+    A list that is both a stream and a parent (`courses` is read by its own stream and, for their
+    partitions, by `course_enrollments`, `course_activities` and `course_properties`) is otherwise
+    read once per reader, the copies running side by side at the start of a sync: each copy takes
+    a slot of the 10-a-second budget for the very same page. The CDK's response cache does not help
+    (the copies ask at the same moment, before anything is cached, and it stores every page of every
+    list). Here the first reader of a page fetches it and the readers asking for the same page
+    while it is in flight wait for that response; nothing is kept once it has arrived, so a later
+    request for the same page goes to Northpass again (its data may have changed since).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight: Dict[Tuple[str, ...], "Future[Optional[requests.Response]]"] = {}
+
+    def get(self, key: Tuple[str, ...], fetch: Callable[[], Optional[requests.Response]]) -> Optional[requests.Response]:
+        with self._lock:
+            shared = self._in_flight.get(key)
+            if shared is None:
+                own: "Future[Optional[requests.Response]]" = Future()
+                self._in_flight[key] = own
+        if shared is not None:
+            return shared.result()
+        try:
+            response = fetch()
+            if response is not None:
+                response.content  # the body is read here, once, not by two readers at a time
+        except BaseException as error:
+            self._finish(key)
+            own.set_exception(error)
+            raise
+        self._finish(key)
+        own.set_result(response)
+        return response
+
+    def _finish(self, key: Tuple[str, ...]) -> None:
+        with self._lock:
+            del self._in_flight[key]
+
+
+_SHARED_FETCHES = _SharedFetches()
+
+
 class _ServerIgnoresQuery(Exception):
     """The server answered as if a filter or sort parameter were not there, or refused it."""
 
@@ -529,8 +575,16 @@ class UpdatedAtKeysetRetriever(SimpleRetriever):
 
     # Requests and records, shared by the walk's modes.
     def fetch(self, stream_slice: StreamSlice, params: Mapping[str, Any]) -> requests.Response:
-        response = self.requester.send_request(
-            stream_state={}, stream_slice=stream_slice, request_params=dict(params)
+        """One page; a reader asking for the very page another reader is fetching shares it."""
+        key = (
+            self.name,
+            self.requester.get_path(stream_state={}, stream_slice=stream_slice, next_page_token=None),
+            json.dumps(stream_slice.partition, sort_keys=True, default=str),
+            json.dumps(params, sort_keys=True, default=str),
+        )
+        response = _SHARED_FETCHES.get(
+            key,
+            lambda: self.requester.send_request(stream_state={}, stream_slice=stream_slice, request_params=dict(params)),
         )
         if response is None:
             raise AirbyteTracedException(
