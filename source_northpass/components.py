@@ -5,6 +5,8 @@ nothing but the standard library and airbyte-cdk. The manifest refers to these c
 ``source_declarative_manifest.components.<Class>``.
 """
 
+import atexit
+import gc
 import ipaddress
 import json
 import logging
@@ -55,6 +57,12 @@ from airbyte_cdk.sources.types import Config, Record, StreamSlice
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 logger = logging.getLogger("airbyte")
+
+# At exit the interpreter's collector walks, one last time, every object the CDK built (a million
+# or so) to free what the end of the process frees anyway: 0.2 s of a 7 s sync as Airbyte's
+# manifest runner starts it (last request to exit 0.33-0.41 s, 0.16-0.19 s without). Freezing
+# them first, as the standard library's gc.freeze is for, skips that pass under every runner.
+atexit.register(gc.freeze)
 
 _DOCUMENT = "_northpass_document"
 

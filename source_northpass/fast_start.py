@@ -11,8 +11,9 @@ the CDK) can reach them.
    are created (about 0.1 s of start-up), in every full collection during the sync, and once
    more at exit (0.2 s). `collector_paused()` keeps the collector off while `main.py` imports,
    and `freeze()` (the standard library's `gc.freeze`, for exactly this) moves what exists to
-   a generation the collector never walks: called once the source is built and once the sync
-   has ended. Memory is unchanged: frozen objects were going to live until exit anyway.
+   a generation the collector never walks: called once the source is built (and, for exit,
+   by components.py, under every runner). Memory is unchanged: frozen objects were going to
+   live until exit anyway.
 
 2. `airbyte_cdk.models` builds eight serpyco_rs `Serializer`s when it is imported, and each
    one builds its JSON Schema eagerly; to document that schema serpyco_rs reads the CDK's model

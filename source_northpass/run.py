@@ -166,4 +166,3 @@ def run() -> None:
         sys.exit(0 if args[:1] == ["check"] else 1)
     freeze()  # the source lives until exit (fast_start.py)
     launch(source, args)
-    freeze()  # nothing left to collect that exit would not free: skip the final collection

@@ -68,6 +68,25 @@ def test_collector_paused_leaves_the_collector_on_with_start_up_objects_frozen()
     assert out.strip() == "frozen"
 
 
+EXIT_WITH_GARBAGE = """
+    import sys
+    if sys.argv[1:] == ["components"]:
+        import source_northpass.components
+    class Cycle:
+        def __del__(self):
+            print("collected at exit")
+    garbage = Cycle()
+    garbage.me = garbage  # a cycle: only the collector frees it
+    del garbage
+    print("end")
+    """
+
+
+def test_importing_the_components_skips_the_collectors_last_pass_at_exit():
+    assert fresh_python(EXIT_WITH_GARBAGE).split() == ["end", "collected", "at", "exit"], "the pass being skipped"
+    assert fresh_python(EXIT_WITH_GARBAGE, "components").split() == ["end"]
+
+
 def test_a_read_builds_only_the_streams_its_catalog_selects():
     from source_northpass.run import create_source
     from unit_tests.harness import catalog
