@@ -19,6 +19,9 @@ Data (``School``)
 Server behaviour (``FakeNorthpass``)
     Order of checks per request: rate limit (429), ``latency`` sleep, method (405),
     ``X-Api-Key`` (401), injected fault, ``forbid()`` rule, route (404), query (400).
+    ``jitter`` J makes each request's latency uniform in ``latency`` ± J;
+    ``limit_after_latency`` sleeps before the rate limit is checked, as a server whose
+    network delay lies in front of its limiter: requests then reach it out of step.
     Default order of every list: ``created_at`` ascending, then ``id``; resources without
     ``created_at`` use ``enrolled_at`` (enrollments, learning path enrollments) or
     ``started_at`` (course progresses). In any sort, nulls come first ascending.
@@ -713,13 +716,16 @@ class FakeNorthpass:
 
     def __init__(self, school: School, api_key: str = "test-key", max_limit: int = 100,
                  default_limit: int = 10, rate_limit: int | None = 10, latency: float = 0.0,
-                 retry_after: bool = True, port: int = 0, host: str = "127.0.0.1"):
+                 retry_after: bool = True, port: int = 0, host: str = "127.0.0.1",
+                 jitter: float = 0.0, limit_after_latency: bool = False):
         self.school = school
         self.api_key = api_key
         self.max_limit = max_limit
         self.default_limit = default_limit
         self.rate_limit = rate_limit
         self.latency = latency
+        self.jitter = jitter
+        self.limit_after_latency = limit_after_latency
         self.retry_after = retry_after
         self.host, self.port = host, port
         self.slow_seconds = 3.0
@@ -847,10 +853,13 @@ class FakeNorthpass:
         self._write(handler, reply)
 
     def _answer(self, handler: _Handler, path: str, query: dict) -> _Reply | None:
+        delay = self.latency + (random.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
+        if self.limit_after_latency and delay > 0:
+            time.sleep(delay)
         if not self._admit():
             return _error(429, "Rate limit exceeded", {"Retry-After": "1"} if self.retry_after else None)
-        if self.latency:
-            time.sleep(self.latency)
+        if not self.limit_after_latency and delay > 0:
+            time.sleep(delay)
         if handler.command != "GET":
             return _error(405, f"{handler.command} is not supported", {"Allow": "GET"})
         key = handler.headers.get("X-Api-Key") or ""
@@ -1025,6 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--activities-per-course", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency", type=float, default=0.08, help="seconds slept per request")
+    parser.add_argument("--jitter", type=float, default=0.0, help="latency varies uniformly by +- this")
+    parser.add_argument("--limit-after-latency", action="store_true", help="check the rate limit after the sleep")
     parser.add_argument("--rate-limit", type=int, default=10, help="requests per second, 0 = off")
     parser.add_argument("--max-limit", type=int, default=100)
     parser.add_argument("--default-limit", type=int, default=10)
@@ -1039,6 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
     server = FakeNorthpass(school, api_key=args.api_key, max_limit=args.max_limit,
                            default_limit=args.default_limit, rate_limit=args.rate_limit or None,
                            latency=args.latency, retry_after=not args.no_retry_after,
+                           jitter=args.jitter, limit_after_latency=args.limit_after_latency,
                            port=args.port, host=args.host)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

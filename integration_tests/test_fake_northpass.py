@@ -307,6 +307,28 @@ def test_latency_does_not_block_concurrent_requests(school):
         assert 0.4 <= elapsed < 1.2
 
 
+@pytest.mark.parametrize("after", [False, True])
+def test_the_rate_limit_is_checked_on_arrival_or_after_the_latency(school, http, after):
+    with FakeNorthpass(school, api_key=KEY, rate_limit=1, latency=0.3, limit_after_latency=after) as server:
+        assert http.get(server.url + "/v2/categories", timeout=10).status_code == 200
+        started = time.monotonic()
+        limited = http.get(server.url + "/v2/categories", timeout=10)
+        took = time.monotonic() - started
+        assert limited.status_code == 429
+        assert (took >= 0.3) if after else (took < 0.2), took
+
+
+def test_jitter_spreads_each_requests_latency_within_its_bounds(school, http):
+    with FakeNorthpass(school, api_key=KEY, rate_limit=None, latency=0.1, jitter=0.05) as server:
+        took = []
+        for _ in range(12):
+            started = time.monotonic()
+            assert http.get(server.url + "/v2/categories", timeout=10).status_code == 200
+            took.append(time.monotonic() - started)
+    assert 0.05 <= min(took) and max(took) < 0.2, took
+    assert max(took) - min(took) > 0.02, took
+
+
 # ---------------------------------------------------------------- faults
 @pytest.mark.parametrize("kind", ["500", "502", "503"])
 def test_injected_error_status(server, http, kind):

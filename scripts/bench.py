@@ -16,6 +16,7 @@ runs (429s: the worst run), as one run's times vary by 10-20% on a shared machin
     python scripts/bench.py --sizes 1000,3000,10000,30000 --repeat 3 --chart docs/bench.png
     python scripts/bench.py --repeat 5                # medians of five runs
     python scripts/bench.py --runner source-declarative-manifest   # as Airbyte Cloud starts it
+    python scripts/bench.py --jitter 0.015 --limit-after-latency  # requests reach the limiter out of step
 """
 
 import argparse
@@ -139,7 +140,8 @@ def measure(args, people: int, changes: int) -> list:
     )
     latency, limit = (0.0, None) if args.cpu else (args.latency, args.rate_limit)
     rows = []
-    with FakeNorthpass(school, api_key=API_KEY, max_limit=args.max_limit, rate_limit=limit, latency=latency) as server:
+    with FakeNorthpass(school, api_key=API_KEY, max_limit=args.max_limit, rate_limit=limit, latency=latency,
+                       jitter=0.0 if args.cpu else args.jitter, limit_after_latency=args.limit_after_latency) as server:
         config = {
             "api_key": API_KEY,
             "base_url": server.url,
@@ -220,7 +222,10 @@ def median_row(rows) -> dict:
 
 
 def print_rows(rows, args) -> None:
-    mode = "cpu-bound (no latency, no limit)" if args.cpu else f"latency {args.latency * 1000:.0f} ms, limit {args.rate_limit}/s"
+    mode = "cpu-bound (no latency, no limit)" if args.cpu else (
+        f"latency {args.latency * 1000:.0f} ms" + (f" +- {args.jitter * 1000:.0f} ms" if args.jitter else "")
+        + f", limit {args.rate_limit}/s" + (" checked after the latency" if args.limit_after_latency else "")
+    )
     print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, "
           f"{os.cpu_count()} cores, runner {args.runner}")
     columns = ["run", "people", "records", "requests", "429s", "wall_s", "startup_s", "sync_s", "floor_s", "wall/floor",
@@ -264,6 +269,9 @@ def main() -> int:
     parser.add_argument("--enrollments", type=int, default=1200)
     parser.add_argument("--changes", type=int, default=100, help="people changed before the incremental sync (0: none)")
     parser.add_argument("--latency", type=float, default=0.08)
+    parser.add_argument("--jitter", type=float, default=0.0, help="each request's latency uniform in latency +- this")
+    parser.add_argument("--limit-after-latency", action="store_true",
+                        help="the server checks its rate limit after the latency, so jitter moves arrivals")
     parser.add_argument("--rate-limit", type=int, default=10)
     parser.add_argument("--max-limit", type=int, default=100, help="the server's largest page")
     parser.add_argument("--page-size", type=int, default=100, help="the connector's page_size (100 is its default)")
