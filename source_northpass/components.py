@@ -248,20 +248,21 @@ class JsonApiRecordExtractor(RecordExtractor):
 # --------------------------------------------------------------------------------------------
 
 
-def has_next_page(document: Any, count: int, limit: int) -> bool:
-    """Whether a list goes on after this page. `links.next` says so; a short page proves nothing
-    (Northpass may clamp `limit`). A document without any `links` member (a server or proxy that
-    drops them) leaves only the page itself as evidence: a full page may have a next one, which
-    is then asked for, so a missing member can cost a request but never records."""
+def has_next_page(document: Any, count: int, limit: int, fullest: int = 0) -> bool:
+    """Whether a list goes on after this page of `count` records, `fullest` being the largest page
+    the list gave before it. `links.next` says so; a short page proves nothing (Northpass may clamp
+    `limit`). A document without any `links` member (a server or proxy that drops them) leaves
+    only the pages themselves as evidence: a page as full as `limit`, or as the fullest page
+    before it (a server clamping `limit` gives that many), may have a next one, and a list's first
+    page always may, as it may be clamped. Such a list is read until an empty page or one shorter
+    than its fullest, so a missing member costs a request, never records."""
     links = document.get("links") if isinstance(document, dict) else None
     if isinstance(links, dict):
         return bool(links.get("next"))
-    if count >= limit > 0:
-        if not _NO_LINKS_WARNED.is_set():
-            _NO_LINKS_WARNED.set()
-            logger.warning("Northpass answers full pages without JSON:API links; each list is read until a short page.")
-        return True
-    return False
+    if not _NO_LINKS_WARNED.is_set():
+        _NO_LINKS_WARNED.set()
+        logger.warning("Northpass answers without JSON:API links; each list is read until a page comes back short.")
+    return count > 0 and count >= min(limit, fullest or count)
 
 
 _NO_LINKS_WARNED = threading.Event()  # one warning per run, not one per page
@@ -300,9 +301,10 @@ class NextLinkPageNumber(PaginationStrategy):
     The CDK's PageIncrement stops at the first short page, but Northpass may clamp `limit`
     silently, so a short page proves nothing: only `links.next` ends a list. A server that keeps
     answering with the same records (a proxy cache, a broken `page` parameter) would make that an
-    endless loop; each page goes through a _RepeatedPageGuard. The guard needs memory across the
-    pages of one partition: partitions run one per thread, so it lives in thread-local storage,
-    replaced on every first page.
+    endless loop; each page goes through a _RepeatedPageGuard. The guard, and the fullest page so
+    far (for a document without links), need memory across the pages of one partition:
+    partitions run one per thread, so they live in thread-local storage, replaced on every first
+    page.
     """
 
     config: Config
@@ -335,9 +337,13 @@ class NextLinkPageNumber(PaginationStrategy):
         page = int(last_page_token_value or self.start_from_page)
         if page == self.start_from_page or not hasattr(self._pages, "guard"):
             self._pages.guard = _RepeatedPageGuard(self.max_repeats)
+            self._pages.fullest = 0
         document = json_api_document(response)
         data = document.get("data") if isinstance(document, dict) else None
-        if not has_next_page(document, len(data) if isinstance(data, list) else 0, self._page_size):
+        count = len(data) if isinstance(data, list) else 0
+        has_next = has_next_page(document, count, self._page_size, self._pages.fullest)
+        self._pages.fullest = max(self._pages.fullest, count)
+        if not has_next:
             return None
         ids = tuple(r.get("id") for r in data) if isinstance(data, list) else ()
         if self._pages.guard.is_repeat(ids, page, urlsplit(response.url).path):
@@ -642,6 +648,7 @@ class _KeysetWalk:
         # ids emitted whose updated_at equals the boundary (the only ones a next request repeats)
         self.boundary_ids: Set[str] = set()
         self.checkpointed: Optional[str] = None
+        self.fullest = 0  # the largest page seen: what the server gives, should it clamp `limit`
 
     # -- helpers ---------------------------------------------------------------------------
     def _params(self, page: int = 1, **filters: str) -> Dict[str, Any]:
@@ -655,7 +662,9 @@ class _KeysetWalk:
             self._refused(response, params, refusal_is_final)
         records = self.r.records(response, self.schema, self.slice)
         document = json_api_document(response)
-        return records, has_next_page(document, len(records), self.limit)
+        has_next = has_next_page(document, len(records), self.limit, self.fullest)
+        self.fullest = max(self.fullest, len(records))
+        return records, has_next
 
     def _refused(self, response: requests.Response, params: Mapping[str, Any], final: bool) -> None:
         """A 400: the endpoint does not allow the filter or sort (some JSON:API servers refuse what

@@ -8,8 +8,8 @@ from unit_tests.northpass_builders import NorthpassRequest, config, course, enro
 
 
 def _one_course(http):
-    NorthpassRequest.courses().with_limit(100).with_page(1).with_sort("updated_at").mock(http, ok(page([course(1)])))
-    NorthpassRequest.courses().with_limit(2).with_page(1).with_sort("updated_at").mock(http, ok(page([course(1)])))
+    for limit in (100, 5, 2):  # the page_size values of these tests
+        NorthpassRequest.courses().with_limit(limit).with_page(1).with_sort("updated_at").mock(http, ok(page([course(1)])))
 
 
 def _enrollments(limit, number):
@@ -101,6 +101,36 @@ def test_empty_pages_that_keep_promising_a_next_page_fail_instead_of_looping():
 
     assert third.call_count == 3, "the empty page 3 repeats the empty page 2: asked again twice, then the stream fails"
     assert any("kept answering page 3" in e.trace.error.message for e in output.errors)
+
+
+def test_pages_without_json_api_links_clamped_below_page_size_are_read_until_a_shorter_page():
+    def bare(resources):  # no links member, and the server gives 2 where 5 were asked for
+        return {"data": resources}
+
+    with requests_mock.Mocker() as http:
+        _one_course(http)
+        pages = [
+            _enrollments(5, 1).mock(http, ok(bare([enrollment(1, 1), enrollment(1, 2)]))),
+            _enrollments(5, 2).mock(http, ok(bare([enrollment(1, 3), enrollment(1, 4)]))),
+            _enrollments(5, 3).mock(http, ok(bare([enrollment(1, 5)]))),
+        ]
+        output = run_read(config(page_size=5), ["course_enrollments"])
+
+    assert _ids(output) == [resource_id("enrollments/1", n) for n in range(1, 6)]
+    assert [p.call_count for p in pages] == [1, 1, 1]
+
+
+def test_a_short_first_page_without_json_api_links_is_followed_by_one_more_request():
+    with requests_mock.Mocker() as http:
+        _one_course(http)
+        pages = [
+            _enrollments(5, 1).mock(http, ok({"data": [enrollment(1, 1), enrollment(1, 2)]})),
+            _enrollments(5, 2).mock(http, ok({"data": []})),
+        ]
+        output = run_read(config(page_size=5), ["course_enrollments"])
+
+    assert _ids(output) == [resource_id("enrollments/1", n) for n in range(1, 3)]
+    assert [p.call_count for p in pages] == [1, 1], "the first page may be clamped: only the next one tells"
 
 
 def test_pages_without_json_api_links_are_read_until_a_short_page():

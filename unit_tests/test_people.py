@@ -33,6 +33,20 @@ def test_a_walk_without_json_api_links_goes_on_after_a_full_page_and_stops_at_a_
     assert (first.call_count, last.call_count) == (1, 1)
 
 
+def test_a_walk_without_json_api_links_clamped_below_page_size_goes_on_while_pages_are_that_full():
+    stamp = lambda n: person(n)["attributes"]["updated_at"]  # noqa: E731
+    with requests_mock.Mocker() as http:
+        requests = [
+            NorthpassRequest.people_by_key(limit=5).mock(http, ok({"data": [person(n) for n in range(3)]})),
+            NorthpassRequest.people_by_key(stamp(2), limit=5).mock(http, ok({"data": [person(n) for n in range(2, 5)]})),
+            NorthpassRequest.people_by_key(stamp(4), limit=5).mock(http, ok({"data": [person(n) for n in range(4, 6)]})),
+        ]
+        output = run_read(config(page_size=5), ["people"])
+
+    assert [r["id"] for r in record_data(output, "people")] == [resource_id("people", n) for n in range(6)]
+    assert [r.call_count for r in requests] == [1, 1, 1]
+
+
 def test_start_date_is_the_first_lower_bound_in_full_refresh():
     with requests_mock.Mocker() as http:
         request = NorthpassRequest.people_by_key("2024-01-31T00:00:00Z").mock(
