@@ -645,8 +645,10 @@ class _KeysetWalk:
         if self.lower_instant is not None and self.lower_instant <= _EPOCH:
             self.lower_instant = None  # the cursor's "beginning of time": no filter at all
         self.lower: Optional[str] = _format(self.lower_instant) if self.lower_instant else None
-        # ids emitted whose updated_at equals the boundary (the only ones a next request repeats)
+        # ids emitted whose updated_at equals the boundary (the only ones a next request repeats);
+        # after a whole tie group at the boundary was read, the walk goes on strictly after it
         self.boundary_ids: Set[str] = set()
+        self.operator = "gteq"
         self.checkpointed: Optional[str] = None
         self.fullest = 0  # the largest page seen: what the server gives, should it clamp `limit`
 
@@ -687,6 +689,14 @@ class _KeysetWalk:
         raw = record.data.get(self.field)
         return _instant(raw), raw
 
+    def _passed(self, record: Record, moment: Optional[datetime]) -> bool:
+        """Whether the walk has emitted this record (updated at `moment`) already, or passed it by."""
+        if self.lower_instant is None or moment is None or moment > self.lower_instant:
+            return False
+        if moment < self.lower_instant:
+            return True
+        return self.operator == "gt" or str(record.data.get("id")) in self.boundary_ids
+
     def _warn(self, what: str) -> None:
         logger.warning(
             f"Stream {self.r.name}: Northpass {what}; reading the whole list page by page instead "
@@ -702,18 +712,16 @@ class _KeysetWalk:
             yield from self._scan()
 
     def _keyset(self) -> Iterator[Any]:
-        operator = "gteq"
         while True:
             filters = {"sort": self.field}
             if self.lower is not None:
-                filters[f"filter[{self.field}][{operator}]"] = self.lower
+                filters[f"filter[{self.field}][{self.operator}]"] = self.lower
             records, has_next = self._read(self._params(**filters))
             stamps = [self._stamp(r) for r in records]
-            self._verify(stamps, strictly_after=operator == "gt")
-            for record, (moment, raw) in zip(records, stamps):
-                if moment is not None and moment == self.lower_instant and str(record.data.get("id")) in self.boundary_ids:
-                    continue
-                yield record
+            self._verify(stamps, strictly_after=self.operator == "gt")
+            for record, (moment, _) in zip(records, stamps):
+                if not self._passed(record, moment):
+                    yield record
             if not has_next:
                 return
             if not records:
@@ -722,14 +730,14 @@ class _KeysetWalk:
             if last_moment is None:
                 raise _ServerIgnoresQuery(f"returned records without {self.field} on stream {self.r.name}")
             if self.lower_instant is None or last_moment > self.lower_instant:
-                self.lower, self.lower_instant, operator = last_raw, last_moment, "gteq"
+                self.lower, self.lower_instant, self.operator = last_raw, last_moment, "gteq"
                 self.boundary_ids = {str(r.data.get("id")) for r, (m, _) in zip(records, stamps) if m == last_moment}
                 yield from self._checkpoint()
                 continue
             # A full page at one timestamp: read that tie group, then go on strictly after it.
             seen = {str(r.data.get("id")) for r in records} | self.boundary_ids
             yield from self._tie_group(seen)
-            operator = "gt"
+            self.operator = "gt"
             self.boundary_ids = set()
 
     def _verify(self, stamps: List[Tuple[Optional[datetime], Optional[str]]], strictly_after: bool) -> None:
@@ -806,8 +814,9 @@ class _KeysetWalk:
         )
 
     def _scan(self) -> Iterator[Any]:
-        """The safe mode: every page by number, no filter or sort relied upon; records before the
-        cursor are dropped here. No checkpoints: the order is unknown until the end."""
+        """The safe mode: every page by number, no filter or sort relied upon; records the walk has
+        already passed (before its boundary, or at it and emitted) are dropped here. No checkpoints:
+        the order is unknown until the end."""
         page = 1
         guard = _RepeatedPageGuard()
         while True:
@@ -815,8 +824,7 @@ class _KeysetWalk:
             if has_next and guard.is_repeat(tuple(r.data.get("id") for r in records), page, f"stream {self.r.name}"):
                 continue
             for record in records:
-                moment, _ = self._stamp(record)
-                if self.lower_instant is None or moment is None or moment >= self.lower_instant:
+                if not self._passed(record, self._stamp(record)[0]):
                     yield record
             if not has_next:
                 return

@@ -118,6 +118,21 @@ def test_a_server_ignoring_the_filter_is_detected_and_read_whole_with_one_warnin
     assert _states(output)[-1] == _updated(5)
 
 
+def test_a_filter_found_ignored_after_the_first_page_emits_each_person_once():
+    everyone = [person(n) for n in range(6)]
+    with requests_mock.Mocker() as http:
+        NorthpassRequest.people_by_key(limit=3).mock(http, ok(page(everyone[0:3], True)))  # no filter yet
+        # From the second request on the filter is ignored: page 1 again, before the boundary.
+        NorthpassRequest.people_by_key(_updated(2), limit=3).mock(http, ok(page(everyone[0:3], True)))
+        NorthpassRequest.people().with_limit(3).with_page(1).mock(http, ok(page(everyone[0:3], True)))
+        NorthpassRequest.people().with_limit(3).with_page(2).mock(http, ok(page(everyone[3:6])))
+        output = _read(page_size=3)
+
+    emitted = [r["id"] for r in record_data(output)]
+    assert emitted == [resource_id("people", n) for n in range(6)], "the boundary person (2) once, not again by the scan"
+    assert any("ignored filter[updated_at]" in w for w in log_lines(output, "WARN"))
+
+
 def test_a_server_ignoring_the_sort_is_detected_and_read_whole():
     shuffled = [person(n) for n in (4, 1, 3, 0, 2)]
     with requests_mock.Mocker() as http:
