@@ -248,7 +248,7 @@ class JsonApiRecordExtractor(RecordExtractor):
 # --------------------------------------------------------------------------------------------
 
 
-def has_next_page(document: Any, count: int, limit: int, fullest: int = 0) -> bool:
+def has_next_page(document: Any, count: int, limit: int, fullest: int) -> bool:
     """Whether a list goes on after this page of `count` records, `fullest` being the largest page
     the list gave before it. `links.next` says so; a short page proves nothing (Northpass may clamp
     `limit`). A document without any `links` member (a server or proxy that drops them) leaves

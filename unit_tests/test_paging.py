@@ -1,6 +1,7 @@
 """Page-number paging (course_enrollments and every list without updated_at): `page`/`limit`
 until `links.next` is absent."""
 
+import pytest
 import requests_mock
 
 from unit_tests.harness import log_lines, record_data, run_read
@@ -103,49 +104,36 @@ def test_empty_pages_that_keep_promising_a_next_page_fail_instead_of_looping():
     assert any("kept answering page 3" in e.trace.error.message for e in output.errors)
 
 
-def test_pages_without_json_api_links_clamped_below_page_size_are_read_until_a_shorter_page():
-    def bare(resources):  # no links member, and the server gives 2 where 5 were asked for
-        return {"data": resources}
+def _bare(resources):  # a server or proxy that drops the links member
+    return {"data": resources}
 
+
+@pytest.mark.parametrize(
+    "page_size", [pytest.param(2, id="pages-as-full-as-page_size"), pytest.param(5, id="server-clamps-to-2")]
+)
+def test_pages_without_json_api_links_are_read_until_a_page_shorter_than_the_fullest(page_size):
     with requests_mock.Mocker() as http:
         _one_course(http)
         pages = [
-            _enrollments(5, 1).mock(http, ok(bare([enrollment(1, 1), enrollment(1, 2)]))),
-            _enrollments(5, 2).mock(http, ok(bare([enrollment(1, 3), enrollment(1, 4)]))),
-            _enrollments(5, 3).mock(http, ok(bare([enrollment(1, 5)]))),
+            _enrollments(page_size, 1).mock(http, ok(_bare([enrollment(1, 1), enrollment(1, 2)]))),
+            _enrollments(page_size, 2).mock(http, ok(_bare([enrollment(1, 3), enrollment(1, 4)]))),
+            _enrollments(page_size, 3).mock(http, ok(_bare([enrollment(1, 5)]))),
         ]
-        output = run_read(config(page_size=5), ["course_enrollments"])
+        output = run_read(config(page_size=page_size), ["course_enrollments"])
 
     assert _ids(output) == [resource_id("enrollments/1", n) for n in range(1, 6)]
     assert [p.call_count for p in pages] == [1, 1, 1]
+    assert not output.errors
 
 
 def test_a_short_first_page_without_json_api_links_is_followed_by_one_more_request():
     with requests_mock.Mocker() as http:
         _one_course(http)
         pages = [
-            _enrollments(5, 1).mock(http, ok({"data": [enrollment(1, 1), enrollment(1, 2)]})),
-            _enrollments(5, 2).mock(http, ok({"data": []})),
+            _enrollments(5, 1).mock(http, ok(_bare([enrollment(1, 1), enrollment(1, 2)]))),
+            _enrollments(5, 2).mock(http, ok(_bare([]))),
         ]
         output = run_read(config(page_size=5), ["course_enrollments"])
 
     assert _ids(output) == [resource_id("enrollments/1", n) for n in range(1, 3)]
     assert [p.call_count for p in pages] == [1, 1], "the first page may be clamped: only the next one tells"
-
-
-def test_pages_without_json_api_links_are_read_until_a_short_page():
-    def bare(resources):  # a server or proxy that drops the links member
-        return {"data": resources}
-
-    with requests_mock.Mocker() as http:
-        _one_course(http)
-        pages = [
-            _enrollments(2, 1).mock(http, ok(bare([enrollment(1, 1), enrollment(1, 2)]))),
-            _enrollments(2, 2).mock(http, ok(bare([enrollment(1, 3), enrollment(1, 4)]))),
-            _enrollments(2, 3).mock(http, ok(bare([enrollment(1, 5)]))),
-        ]
-        output = run_read(config(page_size=2), ["course_enrollments"])
-
-    assert _ids(output) == [resource_id("enrollments/1", n) for n in range(1, 6)]
-    assert [p.call_count for p in pages] == [1, 1, 1]
-    assert not output.errors
