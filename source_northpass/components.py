@@ -250,12 +250,12 @@ class JsonApiRecordExtractor(RecordExtractor):
 
 def has_next_page(document: Any, count: int, limit: int, fullest: int) -> bool:
     """Whether a list goes on after this page of `count` records, `fullest` being the largest page
-    the list gave before it. `links.next` says so; a short page proves nothing (Northpass may clamp
-    `limit`). A document without any `links` member (a server or proxy that drops them) leaves
-    only the pages themselves as evidence: a page as full as `limit`, or as the fullest page
-    before it (a server clamping `limit` gives that many), may have a next one, and a list's first
-    page always may, as it may be clamped. Such a list is read until an empty page or one shorter
-    than its fullest, so a missing member costs a request, never records."""
+    the server gave before it for this stream. `links.next` says so; a short page proves nothing
+    (Northpass may clamp `limit`). A document without any `links` member (a server or proxy that
+    drops them) leaves only the pages themselves as evidence: a page as full as `limit`, or as the
+    fullest page before it (a server clamping `limit` gives that many on every page but a list's
+    last), may have a next one; so may a stream's first page, as it may be clamped. A page shorter
+    than both ends its list. A missing member costs a request now and then, never records."""
     links = document.get("links") if isinstance(document, dict) else None
     if isinstance(links, dict):
         return bool(links.get("next"))
@@ -301,10 +301,11 @@ class NextLinkPageNumber(PaginationStrategy):
     The CDK's PageIncrement stops at the first short page, but Northpass may clamp `limit`
     silently, so a short page proves nothing: only `links.next` ends a list. A server that keeps
     answering with the same records (a proxy cache, a broken `page` parameter) would make that an
-    endless loop; each page goes through a _RepeatedPageGuard. The guard, and the fullest page so
-    far (for a document without links), need memory across the pages of one partition:
-    partitions run one per thread, so they live in thread-local storage, replaced on every first
-    page.
+    endless loop; each page goes through a _RepeatedPageGuard. The guard needs memory across the
+    pages of one partition: partitions run one per thread, so it lives in thread-local storage,
+    replaced on every first page. The fullest page so far (evidence of the server's page size for
+    a document without links) is the stream's, across its partitions: a lost update between
+    threads only makes it smaller, which costs a request, never records.
     """
 
     config: Config
@@ -313,6 +314,7 @@ class NextLinkPageNumber(PaginationStrategy):
     start_from_page: int = 1
     max_repeats: int = 2
     _pages: threading.local = field(init=False, repr=False, default_factory=threading.local)
+    _fullest: int = field(init=False, repr=False, default=0)
 
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
         size = InterpolatedString.create(str(self.page_size), parameters=parameters).eval(self.config)
@@ -337,12 +339,11 @@ class NextLinkPageNumber(PaginationStrategy):
         page = int(last_page_token_value or self.start_from_page)
         if page == self.start_from_page or not hasattr(self._pages, "guard"):
             self._pages.guard = _RepeatedPageGuard(self.max_repeats)
-            self._pages.fullest = 0
         document = json_api_document(response)
         data = document.get("data") if isinstance(document, dict) else None
         count = len(data) if isinstance(data, list) else 0
-        has_next = has_next_page(document, count, self._page_size, self._pages.fullest)
-        self._pages.fullest = max(self._pages.fullest, count)
+        has_next = has_next_page(document, count, self._page_size, self._fullest)
+        self._fullest = max(self._fullest, count)
         if not has_next:
             return None
         ids = tuple(r.get("id") for r in data) if isinstance(data, list) else ()
@@ -650,7 +651,7 @@ class _KeysetWalk:
         self.boundary_ids: Set[str] = set()
         self.operator = "gteq"
         self.checkpointed: Optional[str] = None
-        self.fullest = 0  # the largest page seen: what the server gives, should it clamp `limit`
+        self.fullest = 0  # the largest page of this walk: what the server gives, should it clamp `limit`
 
     # -- helpers ---------------------------------------------------------------------------
     def _params(self, page: int = 1, **filters: str) -> Dict[str, Any]:

@@ -1,9 +1,13 @@
 """Page-number paging (course_enrollments and every list without updated_at): `page`/`limit`
 until `links.next` is absent."""
 
+import json
+
 import pytest
+import requests
 import requests_mock
 
+from source_northpass.components import NextLinkPageNumber
 from unit_tests.harness import log_lines, record_data, run_read
 from unit_tests.northpass_builders import NorthpassRequest, config, course, enrollment, ok, page, resource_id
 
@@ -137,3 +141,30 @@ def test_a_short_first_page_without_json_api_links_is_followed_by_one_more_reque
 
     assert _ids(output) == [resource_id("enrollments/1", n) for n in range(1, 3)]
     assert [p.call_count for p in pages] == [1, 1], "the first page may be clamped: only the next one tells"
+
+
+def _answer(document):
+    response = requests.Response()
+    response.status_code, response._content, response.url = 200, json.dumps(document).encode(), "https://x/v2/l"
+    return response
+
+
+def test_without_links_the_streams_fullest_page_decides_which_short_pages_end_a_list():
+    paginator = NextLinkPageNumber(config={}, page_size=5, parameters={})
+    # (page, records on it) of lists read one after another by one stream, limit 5, no links member
+    pages = [(1, 3), (2, 0), (1, 2), (1, 3), (2, 3), (3, 1), (1, 5), (2, 4), (1, 4)]
+    tokens = [
+        paginator.next_page_token(_answer(_bare([{"id": f"{k}-{i}"} for i in range(count)])), count, None, number)
+        for k, (number, count) in enumerate(pages)
+    ]
+    assert tokens == [
+        2,  # the stream's first page: 3 may be all a clamping server gives
+        None,  # empty: the end
+        None,  # 2, shorter than the 3 seen: this list's last page
+        2,  # 3, as full as any page yet: may be clamped
+        3,
+        None,
+        2,  # full at limit=5: the server gives 5 ...
+        None,  # ... so 4 is a last page
+        None,
+    ]
