@@ -22,6 +22,10 @@ Server behaviour (``FakeNorthpass``)
     ``jitter`` J makes each request's latency uniform in ``latency`` ± J;
     ``limit_after_latency`` sleeps before the rate limit is checked, as a server whose
     network delay lies in front of its limiter: requests then reach it out of step.
+    ``limiter`` is how "``rate_limit`` requests per second" is counted: ``window`` (default: at
+    most that many in any moving second), ``fixed`` (per second of the clock, a counter reset
+    on each whole second) or ``bucket`` (a token bucket refilled at ``rate_limit`` per second
+    holding at most ``burst`` tokens; ``burst`` 1 is a strict one-request-per-interval limiter).
     Default order of every list: ``created_at`` ascending, then ``id``; resources without
     ``created_at`` use ``enrolled_at`` (enrollments, learning path enrollments) or
     ``started_at`` (course progresses). In any sort, nulls come first ascending.
@@ -643,6 +647,7 @@ def int_param(query: dict, name: str, default: int) -> int:
 
 # --------------------------------------------------------------------- HTTP server
 FAULT_KINDS = ("500", "502", "503", "html", "no_data", "reset", "slow", "repeat")
+LIMITERS = ("window", "fixed", "bucket")  # how the rate limit counts (FakeNorthpass docstring)
 HTML_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
              b"</h1></center><hr><center>nginx</center></body></html>")
 
@@ -717,7 +722,10 @@ class FakeNorthpass:
     def __init__(self, school: School, api_key: str = "test-key", max_limit: int = 100,
                  default_limit: int = 10, rate_limit: int | None = 10, latency: float = 0.0,
                  retry_after: bool = True, port: int = 0, host: str = "127.0.0.1",
-                 jitter: float = 0.0, limit_after_latency: bool = False):
+                 jitter: float = 0.0, limit_after_latency: bool = False, limiter: str = "window",
+                 burst: int | None = None):
+        if limiter not in LIMITERS:
+            raise ValueError(f"unknown limiter {limiter!r}; expected one of {LIMITERS}")
         self.school = school
         self.api_key = api_key
         self.max_limit = max_limit
@@ -726,6 +734,10 @@ class FakeNorthpass:
         self.latency = latency
         self.jitter = jitter
         self.limit_after_latency = limit_after_latency
+        self.limiter = limiter
+        self.burst = burst if burst is not None else rate_limit
+        self._tokens = (float(self.burst or 0), time.monotonic())  # the bucket: tokens, last refill
+        self._second = (None, 0)  # the fixed window: which second, requests admitted in it
         self.retry_after = retry_after
         self.host, self.port = host, port
         self.slow_seconds = 3.0
@@ -891,6 +903,19 @@ class FakeNorthpass:
             return True
         now = time.monotonic()
         with self._lock:
+            if self.limiter == "bucket":
+                tokens, refilled = self._tokens
+                tokens = min(float(self.burst), tokens + (now - refilled) * self.rate_limit)
+                admitted = tokens >= 1.0
+                self._tokens = (tokens - 1.0 if admitted else tokens, now)
+                return admitted
+            if self.limiter == "fixed":
+                second, count = self._second
+                if second != int(now):
+                    second, count = int(now), 0
+                admitted = count < self.rate_limit
+                self._second = (second, count + 1 if admitted else count)
+                return admitted
             while self._window and now - self._window[0] >= 1.0:
                 self._window.popleft()
             if len(self._window) >= self.rate_limit:
@@ -1037,6 +1062,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jitter", type=float, default=0.0, help="latency varies uniformly by +- this")
     parser.add_argument("--limit-after-latency", action="store_true", help="check the rate limit after the sleep")
     parser.add_argument("--rate-limit", type=int, default=10, help="requests per second, 0 = off")
+    parser.add_argument("--limiter", choices=LIMITERS, default="window", help="how the rate limit counts")
+    parser.add_argument("--burst", type=int, help="the bucket limiter's size (default: the rate limit)")
     parser.add_argument("--max-limit", type=int, default=100)
     parser.add_argument("--default-limit", type=int, default=10)
     parser.add_argument("--api-key", default="demo-key")
@@ -1051,7 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
                            default_limit=args.default_limit, rate_limit=args.rate_limit or None,
                            latency=args.latency, retry_after=not args.no_retry_after,
                            jitter=args.jitter, limit_after_latency=args.limit_after_latency,
-                           port=args.port, host=args.host)
+                           limiter=args.limiter, burst=args.burst, port=args.port, host=args.host)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

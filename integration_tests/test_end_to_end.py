@@ -58,6 +58,17 @@ def test_full_refresh_emits_every_record_of_every_stream_exactly_once(server, sc
     _assert_no_secret(run)
 
 
+@pytest.mark.parametrize("limiter, burst", [("fixed", None), ("bucket", 5)])
+def test_the_request_budget_fits_other_ways_of_counting_ten_a_second(school, limiter, burst):
+    """Northpass does not say how it counts its 10 requests/second: per clock second, or by a
+    token bucket holding fewer than 10 (a burst of 10 at once draws 429s from one holding 5)."""
+    with FakeNorthpass(school, api_key=API_KEY, max_limit=40, rate_limit=10, limiter=limiter, burst=burst) as server:
+        run = run_connector("read", _config(server), catalog_for(SEED_STREAMS))
+        assert run.returncode == 0, run.output()
+        assert len(run.records("people")) == len(school.people)
+        assert server.count(status=429) <= 0.01 * server.count() + 1, server.stats()  # 3 of 19 before
+
+
 def test_check_succeeds_with_one_small_request(server):
     run = run_connector("check", _config(server))
 

@@ -288,6 +288,27 @@ def test_burst_over_the_rate_limit_gets_429(school, http, retry_after):
         assert http.get(server.url + "/v2/categories", timeout=10).status_code == 200
 
 
+def test_a_token_bucket_limiter_admits_its_burst_then_one_per_interval(school, http):
+    with FakeNorthpass(school, api_key=KEY, rate_limit=10, limiter="bucket", burst=3) as server:
+        assert [http.get(server.url + "/v2/categories", timeout=10).status_code for _ in range(4)] == [200] * 3 + [429]
+        time.sleep(0.12)  # one token back (10 per second)
+        assert [http.get(server.url + "/v2/categories", timeout=10).status_code for _ in range(2)] == [200, 429]
+
+
+def test_a_fixed_window_limiter_starts_counting_again_on_each_clock_second(school, http):
+    with FakeNorthpass(school, api_key=KEY, rate_limit=10, limiter="fixed") as server:
+        time.sleep(1.3 - time.monotonic() % 1)  # 0.3 s into a second
+        assert [http.get(server.url + "/v2/categories", timeout=10).status_code for _ in range(10)] == [200] * 10
+        time.sleep(1.02 - time.monotonic() % 1)  # the next second: a moving window would still refuse
+        statuses = [http.get(server.url + "/v2/categories", timeout=10).status_code for _ in range(11)]
+        assert statuses == [200] * 10 + [429]
+
+
+def test_an_unknown_limiter_is_refused(school):
+    with pytest.raises(ValueError, match="limiter"):
+        FakeNorthpass(school, limiter="leaky")
+
+
 def test_latency_does_not_block_concurrent_requests(school):
     with FakeNorthpass(school, api_key=KEY, rate_limit=None, latency=0.4) as server:
         statuses = []

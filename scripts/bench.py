@@ -17,6 +17,7 @@ runs (429s: the worst run), as one run's times vary by 10-20% on a shared machin
     python scripts/bench.py --repeat 5                # medians of five runs
     python scripts/bench.py --runner source-declarative-manifest   # as Airbyte Cloud starts it
     python scripts/bench.py --jitter 0.015 --limit-after-latency  # requests reach the limiter out of step
+    python scripts/bench.py --limiter bucket --burst 2   # a server counting its limit another way
 """
 
 import argparse
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from integration_tests.connector import RUNNER_ENV, RUNNERS, runner_command, runner_config  # noqa: E402
-from integration_tests.fake_northpass import FakeNorthpass, School  # noqa: E402
+from integration_tests.fake_northpass import LIMITERS, FakeNorthpass, School  # noqa: E402
 
 API_KEY = "bench-key-0000"
 STREAMS = ["people", "courses", "course_enrollments"]
@@ -141,7 +142,8 @@ def measure(args, people: int, changes: int) -> list:
     latency, limit = (0.0, None) if args.cpu else (args.latency, args.rate_limit)
     rows = []
     with FakeNorthpass(school, api_key=API_KEY, max_limit=args.max_limit, rate_limit=limit, latency=latency,
-                       jitter=0.0 if args.cpu else args.jitter, limit_after_latency=args.limit_after_latency) as server:
+                       jitter=0.0 if args.cpu else args.jitter, limit_after_latency=args.limit_after_latency,
+                       limiter=args.limiter, burst=args.burst) as server:
         config = {
             "api_key": API_KEY,
             "base_url": server.url,
@@ -173,7 +175,8 @@ def warm_up(server) -> None:
     for path in ("people", "courses"):
         request = urllib.request.Request(f"{server.url}/v2/{path}?limit=1&sort=updated_at", headers={"X-Api-Key": API_KEY})
         urllib.request.urlopen(request, timeout=30).read()
-    time.sleep(1.1)
+        time.sleep(0.2)  # even a limiter allowing no burst at all lets the next one in
+    time.sleep(0.9)
     server.reset_log()
 
 
@@ -225,6 +228,7 @@ def print_rows(rows, args) -> None:
     mode = "cpu-bound (no latency, no limit)" if args.cpu else (
         f"latency {args.latency * 1000:.0f} ms" + (f" +- {args.jitter * 1000:.0f} ms" if args.jitter else "")
         + f", limit {args.rate_limit}/s" + (" checked after the latency" if args.limit_after_latency else "")
+        + ("" if args.limiter == "window" else f" ({args.limiter}" + (f", burst {args.burst}" if args.burst else "") + ")")
     )
     print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, "
           f"{os.cpu_count()} cores, runner {args.runner}")
@@ -273,6 +277,9 @@ def main() -> int:
     parser.add_argument("--limit-after-latency", action="store_true",
                         help="the server checks its rate limit after the latency, so jitter moves arrivals")
     parser.add_argument("--rate-limit", type=int, default=10)
+    parser.add_argument("--limiter", choices=LIMITERS, default="window",
+                        help="how the server counts its limit: any moving second, each clock second, a token bucket")
+    parser.add_argument("--burst", type=int, help="the bucket limiter's size (default: the rate limit)")
     parser.add_argument("--max-limit", type=int, default=100, help="the server's largest page")
     parser.add_argument("--page-size", type=int, default=100, help="the connector's page_size (100 is its default)")
     parser.add_argument("--workers", type=int, default=4)
