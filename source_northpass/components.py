@@ -584,8 +584,8 @@ class _KeyWalksFirst:
                 try:
                     return acquire(request, block=False)
                 except CallRateLimitHit as hit:
-                    time.sleep(max(hit.time_to_wait.total_seconds(), 0.0) + (self.YIELD_SECONDS if self._waiting else 0.0))
-                    while self._waiting:
+                    time.sleep(max(hit.time_to_wait.total_seconds(), 0.0))
+                    while self._waiting:  # a key walk wants this slot: let it take it first
                         time.sleep(self.YIELD_SECONDS)
 
         budget.acquire_call = acquire_call  # type: ignore[method-assign]
