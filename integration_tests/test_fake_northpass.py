@@ -289,9 +289,9 @@ def test_burst_over_the_rate_limit_gets_429(school, http, retry_after):
 
 
 def test_a_token_bucket_limiter_admits_its_burst_then_one_per_interval(school, http):
-    with FakeNorthpass(school, api_key=KEY, rate_limit=10, limiter="bucket", burst=3) as server:
+    with FakeNorthpass(school, api_key=KEY, rate_limit=1, limiter="bucket", burst=3) as server:
         assert [http.get(server.url + "/v2/categories", timeout=10).status_code for _ in range(4)] == [200] * 3 + [429]
-        time.sleep(0.12)  # one token back (10 per second)
+        time.sleep(1.05)  # one token back (1 per second)
         assert [http.get(server.url + "/v2/categories", timeout=10).status_code for _ in range(2)] == [200, 429]
 
 
