@@ -4,6 +4,7 @@ the fake Northpass server on 127.0.0.1: every record exactly once, clear failure
 import json
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -172,3 +173,57 @@ def test_unreadable_config_file_is_refused_without_a_traceback(tmp_path):
     assert read.returncode != 0 and '"failure_type":"config_error"' in read.stdout
     for process in (check, read):
         assert "Traceback" not in process.stdout + process.stderr
+
+
+def _repeated_requests(server):
+    seen, repeated = set(), []
+    for r in server.requests:
+        key = (r.path, tuple(sorted(r.query.items())))
+        if key in seen:
+            repeated.append(key)
+        seen.add(key)
+    return repeated
+
+
+def _early_count(run):
+    counts = [int(m.group(1)) for m in (re.match(r"(\d+) request\(s\) sent while the connector started", line) for line in run.logs()) if m]
+    assert len(counts) == 1, run.logs()
+    return counts[0]
+
+
+@pytest.mark.parametrize("start_date", [None, "2021-06-01"])
+def test_every_request_sent_while_starting_is_used_by_the_sync(server, school, start_date):
+    """main.py asks for the first pages before the CDK is imported (prefetch.py); a guess the CDK
+    did not make the same way would be asked for again, so no request may repeat."""
+    config = _config(server, **({"start_date": start_date} if start_date else {}))
+    run = run_connector("read", config, catalog_for(SEED_STREAMS))
+
+    assert run.returncode == 0, run.output()
+    assert _early_count(run) >= 3  # people, courses, then enrollments of courses on its first page
+    assert _repeated_requests(server) == []
+    since = start_date or ""
+    with school.lock:
+        expected = sorted(i for i, p in school.people.items() if p["attributes"]["updated_at"] >= since)
+    assert sorted(r["id"] for r in run.records("people")) == expected
+    assert server.count(status=429) <= 0.01 * server.count() + 1
+    _assert_no_secret(run)
+
+
+def test_an_incremental_read_uses_its_early_requests_too(server, school):
+    first = run_connector("read", _config(server), catalog_for(SEED_STREAMS))
+    assert first.returncode == 0, first.output()
+    for _ in range(5):
+        school.update_person()
+    catalog = catalog_for(SEED_STREAMS, sync_mode="incremental")
+    for configured in catalog["streams"]:
+        if configured["stream"]["name"] == "course_enrollments":
+            configured["sync_mode"], configured["destination_sync_mode"] = "full_refresh", "overwrite"
+    time.sleep(1.1)  # syncs are minutes apart: the first one's last second is not this one's
+    server.reset_log()
+    state = {s["stream"]["stream_descriptor"]["name"]: s for s in first.states()}
+    run = run_connector("read", _config(server), catalog, state=list(state.values()))
+
+    assert run.returncode == 0, run.output()
+    assert _early_count(run) >= 3
+    assert _repeated_requests(server) == [], [(r.path, r.status) for r in server.requests]
+    assert 5 <= len(run.records("people")) < len(school.people)

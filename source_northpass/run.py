@@ -39,8 +39,10 @@ from airbyte_cdk.sources.declarative.concurrent_declarative_source import (  # n
 from airbyte_cdk.utils.datetime_helpers import ab_datetime_now  # noqa: E402
 
 from source_northpass import components, fast_paths  # noqa: E402
+from source_northpass.prefetch import PREFETCH  # noqa: E402
 
 fast_paths.install()  # per-record and per-request work done once or cheaply (see fast_paths.py)
+PREFETCH.install()  # the CDK uses what main.py asked for early (see prefetch.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = ROOT / "manifest.yaml"
