@@ -26,7 +26,8 @@ They go no faster than the manifest's `api_budget` allows, and not at all once t
 
 How they are used: the CDK's rate-limited session (`LimiterMixin.send`) is wrapped. Its first
 send records the early requests in the request budget at the times they were sent (so the CDK
-counts them exactly as if it had sent them itself), and from then on nothing more is sent early.
+counts them exactly as if it had sent them itself; its other workers' first sends wait until
+that is done), and from then on nothing more is sent early.
 A request of the CDK's that is the same (method, URL with its query in any order, API key) as
 an early one gets that answer, waiting for it if it is still on its way, instead of asking again;
 identical requests asked within a second of the first share it (as `_SharedFetches` shares a
@@ -60,6 +61,8 @@ MANIFEST_PATH = Path(__file__).resolve().parent.parent / "manifest.yaml"
 KEYSET_STREAM = "#/definitions/updated_at_stream"
 TIMEOUT_SECONDS = 30.0
 SHARE_SECONDS = 1.0
+MAX_IN_FLIGHT = 10  # early requests waiting for their answer at once (a high requests_per_second)
+MAX_EARLY = 100  # early requests in all: answers are held until the CDK asks
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # _KeysetWalk: no filter at or before this
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
@@ -105,6 +108,8 @@ class Prefetch:
         self._lock = threading.Condition()
         self._early: Dict[Key, _Early] = {}
         self._closed = False  # the CDK has started sending: nothing more goes early
+        self._closing = threading.Lock()  # held by the first CDK send until the budget knows
+        self._budget_told = False
         self._auth_header = "X-Api-Key"
 
     # -- before the CDK --------------------------------------------------------------------
@@ -141,12 +146,14 @@ class Prefetch:
                 if not queue and pending[0] and not self._closed:
                     self._lock.wait(TIMEOUT_SECONDS)
                     continue
-                if not queue or self._closed:
+                if not queue or self._closed or len(mine) >= MAX_EARLY:
                     return
                 stamps = sorted(e.sent_ms for e in mine if e.sent_ms is not None)
                 unstamped = sum(1 for e in mine if e.sent_ms is None and not e.dropped)
                 wait = _wait_ms(stamps, unstamped, planned.rates, _now_ms())
-                if wait:  # no room in the budget yet (woken early by a send or by the CDK)
+                if not wait and sum(1 for e in mine if not e.answer.done()) >= MAX_IN_FLIGHT:
+                    wait = TIMEOUT_SECONDS * 1000  # woken when an answer arrives
+                if wait:  # no room in the budget yet (woken early by a send, an answer or the CDK)
                     self._lock.wait(wait / 1000)
                     continue
                 url = queue.popleft()
@@ -190,21 +197,29 @@ class Prefetch:
         finally:
             if connection is not None:
                 connection.close()
+            early.answer.set_result(answer)
             with self._lock:
                 if not early.sending:
                     early.dropped = True
                     self._early.pop(key, None)
                 self._lock.notify_all()
-        early.answer.set_result(answer)
         if done is not None:
             done(answer)
 
     # -- once the CDK runs -----------------------------------------------------------------
     def close(self, budget: Any, request: Any) -> None:
-        """The CDK's first send: nothing more goes early, and the budget learns what went."""
+        """The CDK's first send: nothing more goes early, and the budget learns what went. Every
+        send calls this first: the others wait until the budget knows (the CDK starts several
+        workers at once, and one slipping past before would see an empty budget)."""
+        if self._budget_told:
+            return
+        with self._closing:
+            if not self._budget_told:
+                self._tell(budget, request)
+                self._budget_told = True
+
+    def _tell(self, budget: Any, request: Any) -> None:
         with self._lock:
-            if self._closed:
-                return
             self._closed = True
             self._lock.notify_all()
             deadline = time.monotonic() + 5
@@ -428,7 +443,8 @@ def _lower_bound(*starts: Any) -> Optional[str]:
 
 
 def _safe_base(url: str) -> bool:
-    """https, or plain http to this machine only (BaseUrlValidation's rule)."""
+    """https, or plain http to this machine only: BaseUrlValidation's rule, which cannot be
+    imported from here without the CDK; a test checks that the two answer alike."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.username or parts.password or parts.query or parts.fragment or not host:

@@ -2,6 +2,7 @@
 counts them when they went, and that the CDK gets their answers only for the very same request."""
 
 import json
+import threading
 import time
 from datetime import timedelta
 
@@ -241,3 +242,69 @@ def test_an_unreachable_server_is_left_to_the_cdk(tmp_path):
     early.close(budget, _get(Nowhere.url + "/v2/people"))
     assert budget._policies[0]._bucket.items == []  # nothing went, nothing counted
     assert early.take(_get(Nowhere.url + "/v2/people?limit=100&page=1&sort=updated_at")) is None
+
+
+def test_a_high_rate_still_keeps_few_requests_in_flight_and_few_in_all(tmp_path, monkeypatch):
+    monkeypatch.setattr(prefetch, "MAX_IN_FLIGHT", 2)
+    monkeypatch.setattr(prefetch, "MAX_EARLY", 4)
+    school = School.generate(people=30, courses=8, enrollments=16, groups=1, learning_paths=1, categories=1, seed=5)
+    with FakeNorthpass(school, api_key=KEY, rate_limit=None, latency=0.05) as server:
+        early = Prefetch()
+        config = {"api_key": KEY, "base_url": server.url, "requests_per_second": 1000}
+        early.start(_argv(tmp_path, config, _catalog("courses", "course_enrollments"))).join(10)
+        time.sleep(0.2)
+        assert server.count() == 4  # courses, then 3 of the 8 enrollment lists
+        starts = sorted(r.t for r in server.requests)
+        assert starts[3] - starts[1] >= 0.04  # the 4th waited for an answer: 2 at a time
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://api.northpass.com",
+        "https://proxy.internal:8443/northpass/",
+        "http://127.0.0.1:8080",
+        "http://127.5.6.7",
+        "http://localhost:1",
+        "http://[::1]:9",
+        "http://api.northpass.com",
+        "http://10.0.0.1",
+        "https://user:pw@api.northpass.com",
+        "https://api.northpass.com?x=1",
+        "https://api.northpass.com#top",
+        "ftp://api.northpass.com",
+        "https://",
+    ],
+)
+def test_the_early_rule_for_base_urls_is_the_connectors(base_url):
+    """prefetch.py cannot import components.py (it would import the CDK): its copy of the rule
+    must answer as BaseUrlValidation does."""
+    from source_northpass.components import BaseUrlValidation
+
+    try:
+        BaseUrlValidation().validate(base_url)
+        accepted = True
+    except Exception:
+        accepted = False
+    assert prefetch._safe_base(base_url.strip().rstrip("/") + "/v2") is accepted
+
+
+def test_no_cdk_send_passes_before_the_budget_knows_what_went_early(tmp_path, server, monkeypatch):
+    """The CDK starts several workers at once: a second one must not send (into a budget that
+    does not yet hold the early requests) while the first is still telling it."""
+    early = _started(tmp_path, server, "people", "courses", "course_enrollments")  # 5 early: a half window
+    told = prefetch._record_sent
+
+    def slowly(budget, stamps):
+        time.sleep(0.3)
+        return told(budget, stamps)
+
+    monkeypatch.setattr(prefetch, "_record_sent", slowly)
+    budget, request = _budget(), _get(server.url + "/v2/people")
+    first = threading.Thread(target=early.close, args=(budget, request))
+    first.start()
+    time.sleep(0.05)
+    early.close(budget, request)  # a second worker's send: waits for the first
+    with pytest.raises(CallRateLimitHit):
+        budget.acquire_call(request, block=False)
+    first.join()
