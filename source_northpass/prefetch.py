@@ -6,7 +6,8 @@ send anything, and the request budget then paces every request from that moment:
 anything the CDK computes, so they can go while it is imported, about 0.2 s after the process
 starts: the first page of each list the catalog selects, and once a parent list's first page
 is in, the first page of its children's lists (each course's enrollments). The budget is told
-when they went, and the CDK then has that many fewer requests to make.
+when they went, and the CDK then has that many fewer requests to make. `make bench` (3,000
+people, 80 ms): wall/floor 1.14 -> 1.08, incremental 1.17 -> 1.06, the same requests.
 
 Why Python, and why here: this runs before the CDK exists (`main.py` starts it before the
 import), so it cannot be said in the manifest, nor in components.py (which imports the CDK and
@@ -27,8 +28,7 @@ They go no faster than the manifest's `api_budget` allows, and not at all once t
 How they are used: the CDK's rate-limited session (`LimiterMixin.send`) is wrapped. Its first
 send records the early requests in the request budget at the times they were sent (so the CDK
 counts them exactly as if it had sent them itself; its other workers' first sends wait until
-that is done), and from then on nothing more is sent early.
-A request of the CDK's that is the same (method, URL with its query in any order, API key) as
+that is done), and from then on nothing more is sent early. A request of the CDK's that is the same (method, URL with its query in any order, API key) as
 an early one gets that answer, waiting for it if it is still on its way, instead of asking again;
 identical requests asked within a second of the first share it (as `_SharedFetches` shares a
 page two readers ask for at once), later ones ask Northpass. Anything but a 200 is not given:
@@ -36,10 +36,11 @@ the CDK asks again itself, with its own error handling. An early request the CDK
 costs a slot of the budget's first second, nothing else. `integration_tests/test_end_to_end.py`
 checks that in full, incremental and start_date reads every early request is used.
 
-Safety: nothing is sent unless the base URL is https, or http to this machine (the rule of
-`BaseUrlValidation` in components.py, which runs later), nor when the environment names a
-proxy (the CDK then asks, through it). Nothing is printed: a failure here only means that the
-CDK asks for that page itself.
+Safety: nothing is sent for a config the spec refuses (the CDK then says why, having sent
+nothing), unless the base URL is https or http to this machine (the rule of
+`BaseUrlValidation` in components.py, which runs later), nor when the environment names a proxy
+(the CDK then asks, through it). Nothing is printed but one log line, with how many went early:
+a failure here only means that the CDK asks for that page itself.
 """
 
 import argparse
