@@ -186,7 +186,9 @@ def _repeated_requests(server):
 
 
 def _early_count(run):
-    counts = [int(m.group(1)) for m in (re.match(r"(\d+) request\(s\) sent while the connector started", line) for line in run.logs()) if m]
+    """How many requests went before the CDK's first, as the connector's one log line says."""
+    said = [re.match(r"(\d+) request\(s\) sent while the connector started", line) for line in run.logs()]
+    counts = [int(m.group(1)) for m in said if m]
     assert len(counts) == 1, run.logs()
     return counts[0]
 
@@ -220,8 +222,8 @@ def test_an_incremental_read_uses_its_early_requests_too(server, school):
             configured["sync_mode"], configured["destination_sync_mode"] = "full_refresh", "overwrite"
     time.sleep(1.1)  # syncs are minutes apart: the first one's last second is not this one's
     server.reset_log()
-    state = {s["stream"]["stream_descriptor"]["name"]: s for s in first.states()}
-    run = run_connector("read", _config(server), catalog, state=list(state.values()))
+    last = {s["stream"]["stream_descriptor"]["name"]: s for s in first.states()}  # each stream's last
+    run = run_connector("read", _config(server), catalog, state=list(last.values()))
 
     assert run.returncode == 0, run.output()
     assert _early_count(run) >= 3
