@@ -18,6 +18,10 @@ runs (429s: the worst run), as one run's times vary by 10-20% on a shared machin
     python scripts/bench.py --runner source-declarative-manifest   # as Airbyte Cloud starts it
     python scripts/bench.py --jitter 0.015 --limit-after-latency  # requests reach the limiter out of step
     python scripts/bench.py --limiter bucket --burst 2   # a server counting its limit another way
+    python scripts/bench.py --no-early                # no request before the CDK is up (as before prefetch.py)
+
+With early requests (main.py's default, not the CPU-bound mode's) the first request goes while
+the CDK is still being imported, so start-up is short and sync time includes the CDK's start.
 """
 
 import argparse
@@ -58,7 +62,7 @@ def catalog(mode: str) -> dict:
     }
 
 
-def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[0]) -> dict:
+def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[0], early: bool = True) -> dict:
     """One `python main.py read` (or the same read by Airbyte's manifest runner, the manifest and
     components injected into the config): records per stream, the last state, wall time, peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +79,7 @@ def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[
         started = time.monotonic()
         process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
-            env={**os.environ, **RUNNER_ENV},
+            env={**os.environ, **RUNNER_ENV, **({} if early else {"NORTHPASS_EARLY_REQUESTS": "off"})},
         )
         # Drain stdout as fast as the platform would (a slow reader makes the connector wait on
         # the pipe), and look at the lines once the process has finished.
@@ -152,14 +156,15 @@ def measure(args, people: int, changes: int) -> list:
             "requests_per_second": 1000 if args.cpu else args.rate_limit,
         }
         warm_up(server)
-        first = run_read(config, "full", runner=args.runner)
+        early = not (args.cpu or args.no_early)
+        first = run_read(config, "full", runner=args.runner, early=early)
         rows.append(row("full", server, first, floor_requests(school, min(args.page_size, args.max_limit)), args))
         if changes:
             for _ in range(changes):
                 school.update_person()
             warm_up(server)
             server.reset_log()
-            second = run_read(config, "incremental", state=first["state"], runner=args.runner)
+            second = run_read(config, "incremental", state=first["state"], runner=args.runner, early=early)
             floor = floor_requests(school, min(args.page_size, args.max_limit), people=changes)
             rows.append(row(f"incremental ({changes} changed)", server, second, floor, args))
     return rows
@@ -233,7 +238,7 @@ def print_rows(rows, args) -> None:
         + ("" if args.limiter == "window" else f" ({args.limiter}" + (f", burst {args.burst}" if args.burst else "") + ")")
     )
     print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, "
-          f"{os.cpu_count()} cores, runner {args.runner}")
+          f"{os.cpu_count()} cores, runner {args.runner}" + (", no early requests" if args.cpu or args.no_early else ""))
     columns = ["run", "people", "records", "requests", "429s", "wall_s", "startup_s", "sync_s", "floor_s", "wall/floor",
                "sync/floor", "records/s", "cpu_s", "peak_mb", "ok"]
     print("| " + " | ".join(columns) + " |")
@@ -288,7 +293,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runner", choices=RUNNERS, default=RUNNERS[0],
                         help="how the connector is started: main.py, or Airbyte's manifest runner as Airbyte Cloud runs it")
-    parser.add_argument("--cpu", action="store_true", help="no latency and no rate limit: measures records per second")
+    parser.add_argument("--cpu", action="store_true",
+                        help="no latency and no rate limit: measures records per second (no early requests)")
+    parser.add_argument("--no-early", action="store_true",
+                        help="the connector sends no request before the CDK is up (NORTHPASS_EARLY_REQUESTS=off)")
     parser.add_argument("--sizes", help="comma-separated people counts to run one after the other")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size; the table shows each figure's median")
     parser.add_argument("--chart", type=Path, help="write a PNG of wall time against school size (needs --sizes)")

@@ -40,7 +40,9 @@ Safety: nothing is sent for a config the spec refuses (the CDK then says why, ha
 nothing), unless the base URL is https or http to this machine (the rule of
 `BaseUrlValidation` in components.py, which runs later), nor when the environment names a proxy
 (the CDK then asks, through it). Nothing is printed but one log line, with how many went early:
-a failure here only means that the CDK asks for that page itself.
+a failure here only means that the CDK asks for that page itself. `NORTHPASS_EARLY_REQUESTS=off`
+in the environment turns it off (`scripts/bench.py --no-early`, and its CPU-bound mode, which
+measures the CDK's records per second).
 """
 
 import argparse
@@ -67,6 +69,7 @@ MAX_EARLY = 100  # early requests in all: answers are held until the CDK asks
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # _KeysetWalk: no filter at or before this
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+SWITCH = "NORTHPASS_EARLY_REQUESTS"  # "off": the CDK sends every request itself
 
 Key = Tuple[str, str, str, Tuple[Tuple[str, str], ...], str]
 Answer = Tuple[int, str, List[Tuple[str, str]], bytes]  # status, reason, headers, body
@@ -116,7 +119,9 @@ class Prefetch:
     # -- before the CDK --------------------------------------------------------------------
     def start(self, argv: Sequence[str], manifest_path: Path = MANIFEST_PATH) -> Optional[threading.Thread]:
         """Plan and send a read's first requests in the background; None if there is nothing to do."""
-        if list(argv[:1]) != ["read"] or any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARIABLES):
+        if list(argv[:1]) != ["read"] or os.environ.get(SWITCH, "").lower() in ("off", "0", "false", "no"):
+            return None
+        if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARIABLES):
             return None
         thread = threading.Thread(target=self._run, args=(list(argv), manifest_path), name="northpass-prefetch", daemon=True)
         thread.start()

@@ -308,3 +308,13 @@ def test_no_cdk_send_passes_before_the_budget_knows_what_went_early(tmp_path, se
     with pytest.raises(CallRateLimitHit):
         budget.acquire_call(request, block=False)
     first.join()
+
+
+def test_the_environment_can_turn_early_requests_off(tmp_path, monkeypatch):
+    argv = _argv(tmp_path, {"api_key": KEY, "base_url": "http://127.0.0.1:9"}, _catalog("people"))
+    monkeypatch.setenv("NORTHPASS_EARLY_REQUESTS", "off")
+    assert Prefetch().start(argv) is None
+    monkeypatch.setenv("NORTHPASS_EARLY_REQUESTS", "on")
+    thread = Prefetch().start(argv)
+    assert thread is not None
+    thread.join(10)
