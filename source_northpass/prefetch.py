@@ -108,6 +108,9 @@ class Plan:
 
 
 class Prefetch:
+    """One process's early requests: sent by `start` before the CDK is imported, given to the
+    CDK by the send `install` wraps."""
+
     def __init__(self) -> None:
         self._lock = threading.Condition()
         self._early: Dict[Key, _Early] = {}
