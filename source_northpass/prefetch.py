@@ -253,14 +253,13 @@ class Prefetch:
         key = request_key(request.method or "", request.url or "", str(request.headers.get(self._auth_header, "")))
         now = time.monotonic()
         with self._lock:
+            for stale in [k for k, e in self._early.items() if e.taken_at is not None and now - e.taken_at > SHARE_SECONDS]:
+                del self._early[stale]  # given, and no longer shared: its page is not kept
             early = self._early.get(key)
             if early is None:
                 return None
             if early.taken_at is None:
                 early.taken_at = now
-            elif now - early.taken_at > SHARE_SECONDS:
-                del self._early[key]
-                return None
         try:
             answer = early.answer.result(timeout=TIMEOUT_SECONDS + 5)
         except Exception:

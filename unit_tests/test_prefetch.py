@@ -318,3 +318,14 @@ def test_the_environment_can_turn_early_requests_off(tmp_path, monkeypatch):
     thread = Prefetch().start(argv)
     assert thread is not None
     thread.join(10)
+
+
+def test_an_answer_given_is_not_kept_once_its_sharing_second_is_over(tmp_path, server, monkeypatch):
+    early = _started(tmp_path, server, "people", "courses")
+    early.close(_budget(), _get(server.url + "/v2/people"))
+    monkeypatch.setattr(prefetch, "SHARE_SECONDS", 0.05)
+    assert early.take(_get(server.url + "/v2/people?limit=100&page=1&sort=updated_at")).status_code == 200
+    assert len(early._early) == 2
+    time.sleep(0.1)
+    assert early.take(_get(server.url + "/v2/courses?limit=100&page=1&sort=updated_at")).status_code == 200
+    assert len(early._early) == 1  # people's page was let go; courses' is shared for its second
