@@ -22,8 +22,10 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) scripts/demo.py
 
+# The repo's own tests, then Airbyte's standard connector tests (offline: see conftest.py).
 test: install
 	$(PY) -m pytest -q
+	$(VENV)/bin/airbyte-cdk connector test .
 
 test-unit: install
 	$(PY) -m pytest -q unit_tests
@@ -53,4 +55,4 @@ bench-chart: $(VENV)/.bench-installed
 	$(PY) scripts/bench.py --sizes 1000,3000,10000,30000 --changes 100 --repeat 3 --chart docs/bench.png
 
 clean:
-	rm -rf $(VENV) $(PYAIRBYTE_VENV) .pytest_cache *.egg-info integration_tests/.generated
+	rm -rf $(VENV) $(PYAIRBYTE_VENV) .pytest_cache *.egg-info integration_tests/.generated .tmp build

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
@@ -88,6 +88,27 @@ def runner_config(runner: str, config: Mapping[str, Any]) -> Mapping[str, Any]:
     return config if runner == RUNNERS[0] else injected_config(config)
 
 
+def _args(directory: Path, command: str, runner: str, config, catalog, state) -> List[str]:
+    args: List[str] = [*runner_command(runner), command]
+    if config is not None:
+        args += ["--config", _write(directory, "config.json", runner_config(runner, config))]
+    if catalog is not None:
+        args += ["--catalog", _write(directory, "catalog.json", catalog)]
+    if state is not None:
+        args += ["--state", _write(directory, "state.json", list(state))]
+    return args
+
+
+def _messages(stdout: str) -> List[Dict[str, Any]]:
+    messages = []
+    for line in stdout.splitlines():
+        try:
+            messages.append(json.loads(line))
+        except ValueError:
+            pass
+    return messages
+
+
 def run_connector(
     command: str,
     config: Optional[Mapping[str, Any]] = None,
@@ -99,29 +120,46 @@ def run_connector(
 ) -> Run:
     """`runner` is "main.py" or "source-declarative-manifest" (config gets the manifest injected)."""
     with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        args: List[str] = [command]
-        if config is not None:
-            args += ["--config", _write(directory, "config.json", runner_config(runner, config))]
-        if catalog is not None:
-            args += ["--catalog", _write(directory, "catalog.json", catalog)]
-        if state is not None:
-            args += ["--state", _write(directory, "state.json", list(state))]
         process = subprocess.run(
-            [*runner_command(runner), *args],
+            _args(Path(tmp), command, runner, config, catalog, state),
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd=str(ROOT),
             env={**os.environ, **RUNNER_ENV, **(env or {})},
         )
-    messages = []
-    for line in process.stdout.splitlines():
+    return Run(process.returncode, process.stdout, process.stderr, _messages(process.stdout))
+
+
+def kill_read_when(
+    until: Callable[[List[Dict[str, Any]]], bool],
+    config: Mapping[str, Any],
+    catalog: Mapping[str, Any],
+    runner: str = "main.py",
+    timeout: float = 300,
+) -> Run:
+    """A `read` killed (SIGKILL, as a worker lost mid-sync) as soon as `until(messages so far)` holds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process = subprocess.Popen(
+            _args(Path(tmp), "read", runner, config, catalog, None),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=str(ROOT),
+            env={**os.environ, **RUNNER_ENV},
+        )
+        lines: List[str] = []
         try:
-            messages.append(json.loads(line))
-        except ValueError:
-            pass
-    return Run(process.returncode, process.stdout, process.stderr, messages)
+            for line in process.stdout:
+                lines.append(line)
+                if line.startswith('{"type":"STATE"') and until(_messages("".join(lines))):
+                    process.kill()
+                    break
+        finally:
+            process.kill()
+            process.wait(timeout=timeout)
+            process.stdout.close()
+    return Run(process.returncode, "".join(lines), "", _messages("".join(lines)))
 
 
 def catalog_for(streams: Iterable[str], sync_mode: str = "full_refresh", discovered: Optional[Run] = None) -> Dict[str, Any]:

@@ -54,9 +54,9 @@ def _keys(run, stream):
     return sorted(tuple(r[f] for f in fields) if len(fields) > 1 else r[fields[0]] for r in run.records(stream))
 
 
-def test_every_record_of_every_new_stream_exactly_once(server, school):
+def test_every_record_of_every_new_stream_exactly_once(server, school, runner):
     expected = _expected(school)
-    run = run_connector("read", _config(server), catalog_for(expected))
+    run = run_connector("read", _config(server), catalog_for(expected), runner=runner)
 
     assert run.returncode == 0, run.output()[-3000:]
     for stream, keys in expected.items():
@@ -64,9 +64,9 @@ def test_every_record_of_every_new_stream_exactly_once(server, school):
         assert _keys(run, stream) == keys, stream
 
 
-def test_forbidden_course_properties_are_skipped_with_one_warning_each(server, school):
+def test_forbidden_course_properties_are_skipped_with_one_warning_each(server, school, runner):
     forbidden = sorted(c for c in school.courses if school.course_properties.get(c) is None)
-    run = run_connector("read", _config(server), catalog_for(["course_properties"]))
+    run = run_connector("read", _config(server), catalog_for(["course_properties"]), runner=runner)
 
     assert run.returncode == 0
     assert forbidden, "some courses answer 403 on their properties"
@@ -74,7 +74,7 @@ def test_forbidden_course_properties_are_skipped_with_one_warning_each(server, s
         assert len([w for w in run.logs("WARN") if course_id in w and "403" in w]) == 1
 
 
-def test_a_parent_deleted_between_its_read_and_its_childrens_read_is_skipped_with_a_warning(server, school):
+def test_a_parent_deleted_between_its_read_and_its_childrens_read_is_skipped_with_a_warning(server, school, runner):
     deleted = []
 
     def delete_someone_on_the_page(server, entry):
@@ -83,7 +83,7 @@ def test_a_parent_deleted_between_its_read_and_its_childrens_read_is_skipped_wit
                 deleted.append(school.delete_person(sorted(school.people)[0]))
 
     server.on_request = delete_someone_on_the_page
-    run = run_connector("read", _config(server), catalog_for(["person_course_progresses"]))
+    run = run_connector("read", _config(server), catalog_for(["person_course_progresses"]), runner=runner)
 
     assert run.returncode == 0, run.output()[-3000:]
     assert deleted
@@ -94,16 +94,16 @@ def test_a_parent_deleted_between_its_read_and_its_childrens_read_is_skipped_wit
     assert {r["person_id"] for r in run.records()} <= set(school.people)
 
 
-def test_person_course_progresses_incremental_asks_only_about_people_changed_since_the_last_sync(server, school):
+def test_person_course_progresses_incremental_asks_only_about_people_changed_since_the_last_sync(server, school, runner):
     catalog = catalog_for(["person_course_progresses"], sync_mode="incremental")
-    first = run_connector("read", _config(server), catalog)
+    first = run_connector("read", _config(server), catalog, runner=runner)
     assert first.returncode == 0
     assert server.count("/v2/people/*") >= len(school.people)
     state = [{"type": "STREAM", "stream": first.states()[-1]["stream"]}]
 
     changed = {school.update_person() for _ in range(3)}
     server.reset_log()
-    second = run_connector("read", _config(server), catalog, state=state)
+    second = run_connector("read", _config(server), catalog, state=state, runner=runner)
 
     assert second.returncode == 0, second.output()[-3000:]
     asked = {r.path.split("/")[3] for r in server.requests if r.path.endswith("/course_progresses")}

@@ -1,27 +1,24 @@
-"""`make bench`: how close a sync comes to Northpass's floor, measured against the fake server.
+"""`make bench`: how close a sync comes to Northpass's floor, on both runners, against the fake server.
 
 The floor of a sync is the fewest requests it needs at the largest page the server gives,
 divided by the rate limit (10 requests/second): people and courses in pages, plus at least one
 request per course for its enrollments. Each run starts the fake Northpass server in this
-process (latency and rate limit as given) and the connector as a subprocess (`python main.py
-read`), and reports records, requests, 429s, wall time (the whole process, Python start-up
-included), start-up (process start to first request), sync time (first request to exit), the
-floor, wall/floor and sync/floor, records per second of sync time, the connector's CPU time
-(user + system) and its peak memory (max RSS). With --repeat N each figure is the median of N
-runs (429s: the worst run), as one run's times vary by 10-20% on a shared machine.
+process (latency and rate limit as given) and the connector as a subprocess, under each runner:
+`python main.py read`, and Airbyte's manifest runner (`source-declarative-manifest read`, the
+manifest and components injected into the config, as Airbyte Cloud starts it). It reports
+records, requests, 429s, wall time (the whole process, Python start-up included), start-up
+(process start to first request), sync time (first request to exit), the floor, wall/floor and
+sync/floor, records per second of sync time, the connector's CPU time (user + system) and its
+peak memory (max RSS). With --repeat N each figure is the median of N runs (429s: the worst
+run); the runners take turns, so both see the same machine.
 
     python scripts/bench.py                          # 3,000 people, 40 courses, 1,200 enrollments, 80 ms
     python scripts/bench.py --people 10000 --changes 500
-    python scripts/bench.py --cpu --people 50000     # no latency, no limit: records per second
+    python scripts/bench.py --cpu --people 40000     # no latency, no limit: records per second
     python scripts/bench.py --sizes 1000,3000,10000,30000 --repeat 3 --chart docs/bench.png
-    python scripts/bench.py --repeat 5                # medians of five runs
-    python scripts/bench.py --runner source-declarative-manifest   # as Airbyte Cloud starts it
+    python scripts/bench.py --repeat 5 --runners main.py   # medians of five runs, one runner
     python scripts/bench.py --jitter 0.015 --limit-after-latency  # requests reach the limiter out of step
     python scripts/bench.py --limiter bucket --burst 2   # a server counting its limit another way
-    python scripts/bench.py --no-early                # no request before the CDK is up (as before prefetch.py)
-
-With early requests (main.py's default, not the CPU-bound mode's) the first request goes while
-the CDK is still being imported, so start-up is short and sync time includes the CDK's start.
 """
 
 import argparse
@@ -62,7 +59,7 @@ def catalog(mode: str) -> dict:
     }
 
 
-def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[0], early: bool = True) -> dict:
+def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[0]) -> dict:
     """One `python main.py read` (or the same read by Airbyte's manifest runner, the manifest and
     components injected into the config): records per stream, the last state, wall time, peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +76,7 @@ def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[
         started = time.monotonic()
         process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
-            env={**os.environ, **RUNNER_ENV, **({} if early else {"NORTHPASS_EARLY_REQUESTS": "off"})},
+            env={**os.environ, **RUNNER_ENV},
         )
         # Drain stdout as fast as the platform would (a slow reader makes the connector wait on
         # the pipe), and look at the lines once the process has finished.
@@ -138,7 +135,7 @@ def floor_requests(school: School, page: int, people: int = None) -> int:
         return math.ceil(people / page) + math.ceil(len(school.courses) / page) + per_course
 
 
-def measure(args, people: int, changes: int) -> list:
+def measure(args, people: int, changes: int, runner: str) -> list:
     school = School.generate(
         people=people, courses=args.courses, enrollments=args.enrollments, groups=1, learning_paths=1,
         categories=1, activities_per_course=0, seed=args.seed,
@@ -156,15 +153,14 @@ def measure(args, people: int, changes: int) -> list:
             "requests_per_second": 1000 if args.cpu else args.rate_limit,
         }
         warm_up(server)
-        early = not (args.cpu or args.no_early)
-        first = run_read(config, "full", runner=args.runner, early=early)
+        first = run_read(config, "full", runner=runner)
         rows.append(row("full", server, first, floor_requests(school, min(args.page_size, args.max_limit)), args))
         if changes:
             for _ in range(changes):
                 school.update_person()
             warm_up(server)
             server.reset_log()
-            second = run_read(config, "incremental", state=first["state"], runner=args.runner, early=early)
+            second = run_read(config, "incremental", state=first["state"], runner=runner)
             floor = floor_requests(school, min(args.page_size, args.max_limit), people=changes)
             rows.append(row(f"incremental ({changes} changed)", server, second, floor, args))
     return rows
@@ -238,8 +234,8 @@ def print_rows(rows, args) -> None:
         + ("" if args.limiter == "window" else f" ({args.limiter}" + (f", burst {args.burst}" if args.burst else "") + ")")
     )
     print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, "
-          f"{os.cpu_count()} cores, runner {args.runner}" + (", no early requests" if args.cpu or args.no_early else ""))
-    columns = ["run", "people", "records", "requests", "429s", "wall_s", "startup_s", "sync_s", "floor_s", "wall/floor",
+          f"{os.cpu_count()} cores")
+    columns = ["runner", "run", "people", "records", "requests", "429s", "wall_s", "startup_s", "sync_s", "floor_s", "wall/floor",
                "sync/floor", "records/s", "cpu_s", "peak_mb", "ok"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -256,11 +252,12 @@ def chart(rows, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
-    for kind, marker in (("full", "o"), ("incremental", "s")):
-        points = [(r["people"], r["wall_s"]) for r in rows if r["run"].startswith(kind)]
-        if points:
-            axis.plot(*zip(*points), marker=marker, label=f"{kind} sync (wall)")
-    floors = [(r["people"], r["floor_s"]) for r in rows if r["run"].startswith("full")]
+    for runner, line in zip(dict.fromkeys(r["runner"] for r in rows), ("-", ":")):
+        for kind, marker in (("full", "o"), ("incremental", "s")):
+            points = [(r["people"], r["wall_s"]) for r in rows if r["runner"] == runner and r["run"].startswith(kind)]
+            if points:
+                axis.plot(*zip(*points), marker=marker, linestyle=line, label=f"{kind} sync, {runner} (wall)")
+    floors = sorted({(r["people"], r["floor_s"]) for r in rows if r["run"].startswith("full")})
     axis.plot(*zip(*floors), linestyle="--", color="gray", label="floor of a full sync")
     axis.set_xlabel("people in the school (40 courses, 1,200 enrollments)")
     axis.set_ylabel("seconds")
@@ -291,25 +288,31 @@ def main() -> int:
     parser.add_argument("--page-size", type=int, default=100, help="the connector's page_size (100 is its default)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--runner", choices=RUNNERS, default=RUNNERS[0],
-                        help="how the connector is started: main.py, or Airbyte's manifest runner as Airbyte Cloud runs it")
-    parser.add_argument("--cpu", action="store_true",
-                        help="no latency and no rate limit: measures records per second (no early requests)")
-    parser.add_argument("--no-early", action="store_true",
-                        help="the connector sends no request before the CDK is up (NORTHPASS_EARLY_REQUESTS=off)")
+    parser.add_argument("--runners", default=",".join(RUNNERS),
+                        help="how the connector is started, comma-separated: main.py, and/or Airbyte's manifest "
+                        "runner (source-declarative-manifest) as Airbyte Cloud runs it")
+    parser.add_argument("--cpu", action="store_true", help="no latency and no rate limit: measures records per second")
     parser.add_argument("--sizes", help="comma-separated people counts to run one after the other")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size; the table shows each figure's median")
     parser.add_argument("--chart", type=Path, help="write a PNG of wall time against school size (needs --sizes)")
     args = parser.parse_args()
 
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.people]
+    runners = args.runners.split(",")
+    unknown = set(runners) - set(RUNNERS)
+    if unknown:
+        parser.error(f"unknown runner(s) {sorted(unknown)}: choose from {', '.join(RUNNERS)}")
     rows = []
     for people in sizes:
-        runs = [measure(args, people, args.changes) for _ in range(args.repeat)]
-        for same in zip(*runs):  # the full sync of each run, then the incremental one
-            r = median_row(same)
-            r["people"] = people
-            rows.append(r)
+        runs = {runner: [] for runner in runners}
+        for _ in range(args.repeat):  # the runners take turns: a slow spell of the machine hits both
+            for runner in runners:
+                runs[runner].append(measure(args, people, args.changes, runner))
+        for runner in runners:
+            for same in zip(*runs[runner]):  # the full sync of each run, then the incremental one
+                r = median_row(same)
+                r["people"], r["runner"] = people, runner
+                rows.append(r)
     print_rows(rows, args)
     if args.chart:
         chart(rows, args.chart)

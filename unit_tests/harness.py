@@ -1,25 +1,24 @@
-"""Run the connector in-process, as the Airbyte entrypoint would, and collect its output."""
+"""Build the connector as Airbyte does (manifest.yaml and the components file, through the CDK's
+YamlDeclarativeSource and AirbyteEntrypoint) and collect what a command prints."""
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import textwrap
 from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Optional
 
+from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.models import SyncMode
+from airbyte_cdk.sources.declarative.yaml_declarative_source import YamlDeclarativeSource
 from airbyte_cdk.test.catalog_builder import CatalogBuilder, ConfiguredAirbyteStreamBuilder
-from airbyte_cdk.test import entrypoint_wrapper
-from airbyte_cdk.test.entrypoint_wrapper import EntrypointOutput, _run_command, discover, read
+from airbyte_cdk.test.entrypoint_wrapper import EntrypointOutput, discover, read
 from airbyte_cdk.test.models.outcome import ExpectedOutcome
 from airbyte_cdk.test.state_builder import StateBuilder
 
-from source_northpass.run import NorthpassEntrypoint, create_source
+MANIFEST = Path(__file__).resolve().parent.parent / "manifest.yaml"
 
-# Run every command through the connector's own entrypoint, as `python main.py` does.
-entrypoint_wrapper.AirbyteEntrypoint = NorthpassEntrypoint
+
+def create_source(config: Mapping[str, Any], catalog: Any = None, state: Any = None) -> YamlDeclarativeSource:
+    return YamlDeclarativeSource(path_to_yaml=str(MANIFEST), catalog=catalog, config=config, state=state)
 
 
 def catalog(streams: Iterable[str], sync_mode: SyncMode = SyncMode.full_refresh):
@@ -43,9 +42,8 @@ def run_read(
         for stream, stream_state in state.items():
             builder.with_stream_state(stream, stream_state)
         state_messages = builder.build()
-    source = create_source(config=config, catalog=configured, state=state_messages)
     return read(
-        source,
+        create_source(config, configured, state_messages),
         config,
         configured,
         state_messages,
@@ -54,14 +52,17 @@ def run_read(
 
 
 def run_check(config: Mapping[str, Any]) -> EntrypointOutput:
+    """`check`, as the CDK's launch() runs it (the CDK's test helpers have read and discover only)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.json"
         path.write_text(json.dumps(config))
-        return _run_command(create_source(config=config), ["check", "--config", str(path)], expecting_exception=None)
+        entrypoint = AirbyteEntrypoint(create_source(config))
+        messages = list(entrypoint.run(AirbyteEntrypoint.parse_args(["check", "--config", str(path)])))
+    return EntrypointOutput(messages=messages)
 
 
 def run_discover(config: Mapping[str, Any]) -> EntrypointOutput:
-    return discover(create_source(config=config), config)
+    return discover(create_source(config), config)
 
 
 def record_data(output: EntrypointOutput, stream: Optional[str] = None) -> List[Mapping[str, Any]]:
@@ -70,19 +71,3 @@ def record_data(output: EntrypointOutput, stream: Optional[str] = None) -> List[
 
 def log_lines(output: EntrypointOutput, level: Optional[str] = None) -> List[str]:
     return [m.log.message for m in output.logs if level is None or m.log.level.name == level]
-
-
-def fresh_python(code: str, *args: str) -> str:
-    """Run `code` (written to a file, so its source can be read back) with `args` in a new
-    interpreter, and return what it printed. For what must happen before the CDK is first
-    imported, which in a test process has long happened."""
-    root = Path(__file__).resolve().parent.parent
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "fresh.py"
-        script.write_text(textwrap.dedent(code))
-        result = subprocess.run(
-            [sys.executable, str(script), *args], cwd=root, capture_output=True, text=True, timeout=120,
-            env={**os.environ, "PYTHONPATH": str(root)},
-        )
-    assert result.returncode == 0, result.stderr
-    return result.stdout

@@ -58,16 +58,28 @@ def test_plain_http_to_another_host_is_refused_by_read_as_config_error():
         ({"base_url": "https://api.northpass.com?x=1"}, "query"),
         ({"start_date": "2024-13-45"}, "start_date"),
         ({"start_date": "yesterday"}, "start_date"),
-        ({"page_size": "abc"}, "page_size"),
-        ({"page_size": 0}, "page_size"),
-        ({"requests_per_second": -1}, "requests_per_second"),
-        ({"num_workers": 500}, "num_workers"),
     ],
 )
-def test_malformed_config_fails_check_with_a_message_naming_the_field(overrides, words):
+def test_malformed_base_url_or_start_date_fails_check_with_a_message_naming_the_field(overrides, words):
     message = _check_failure(config(**overrides))
     assert words in message
     assert "Traceback" not in message
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"page_size": "abc"}, "'abc' is not of type 'integer'"),
+        ({"page_size": 0}, "0 is less than the minimum of 1"),
+        ({"requests_per_second": -1}, "-1 is less than the minimum of 1"),
+        ({"num_workers": 500}, "500 is greater than the maximum of 20"),
+    ],
+)
+def test_a_value_the_spec_refuses_fails_check_with_the_cdks_message(overrides, words):
+    """The spec's own bounds (the UI's hints too), checked by the CDK before anything else: its
+    message names the value and the bound, not the field."""
+    message = _check_failure(config(**overrides))
+    assert message == f"Config validation error: {words}"
 
 
 def test_missing_api_key_fails_check():

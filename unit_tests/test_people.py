@@ -2,7 +2,6 @@
 
 import requests_mock
 
-from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
 from unit_tests.harness import record_data, run_read
 from unit_tests.northpass_builders import API_KEY, NorthpassRequest, config, ok, page, person, resource_id
 
@@ -93,25 +92,3 @@ def test_api_key_is_sent_as_header_and_json_is_asked_for():
     sent = request.last_request
     assert sent.headers["X-Api-Key"] == API_KEY
     assert sent.headers["Accept"] == "application/json"
-
-
-def test_api_key_is_rendered_once_per_sync_not_per_request(monkeypatch):
-    renders = []
-    cdk_eval = InterpolatedString.eval
-
-    def counting_eval(self, config, **kwargs):
-        if "api_key" in self.string:
-            renders.append(self.string)
-        return cdk_eval(self, config, **kwargs)
-
-    monkeypatch.setattr(InterpolatedString, "eval", counting_eval)
-    with requests_mock.Mocker() as http:
-        first = NorthpassRequest.people_by_key().mock(http, ok(page([person(n) for n in range(100)], True)))
-        second = NorthpassRequest.people_by_key(person(99)["attributes"]["updated_at"]).mock(
-            http, ok(page([person(n) for n in range(99, 150)]))
-        )
-        run_read(config(), ["people"])
-
-    assert (first.call_count, second.call_count) == (1, 1)
-    assert second.last_request.headers["X-Api-Key"] == API_KEY
-    assert renders == ["{{ config['api_key'] }}"]
