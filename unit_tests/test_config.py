@@ -5,7 +5,7 @@ import requests_mock
 
 from airbyte_cdk.models import FailureType, Status
 
-from unit_tests.harness import run_check, run_discover, run_read
+from unit_tests.harness import create_source, run_check, run_discover, run_read
 from unit_tests.northpass_builders import API_KEY, NorthpassRequest, config, ok, page, person
 
 
@@ -130,3 +130,11 @@ def test_discover_lists_every_stream_with_its_primary_key_and_sync_modes():
 def test_api_key_is_not_in_a_config_error():
     message = _check_failure(config(base_url="http://example.com"))
     assert API_KEY not in message
+
+
+def test_the_manifest_uses_no_deprecated_cdk_field():
+    """The Connector Builder warns on every test read of a manifest using a deprecated field
+    (`url_base` and `path` were)."""
+    source = create_source(config())
+    source.streams(config())
+    assert [w.message for w in source.deprecation_warnings()] == []

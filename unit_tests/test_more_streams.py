@@ -57,3 +57,15 @@ def test_person_course_progresses_in_incremental_ask_only_about_people_changed_s
 
     assert sorted(r["person_id"] for r in record_data(output)) == sorted([resource_id("people", 5), resource_id("people", 6)])
     assert http.call_count == 3
+
+
+def test_parent_and_person_ids_stay_strings_even_when_they_look_like_numbers():
+    group = {**_group(1), "id": "1042"}
+    member = {**person(1), "id": "007"}
+    with requests_mock.Mocker() as http:
+        NorthpassRequest("groups").with_limit(100).with_page(1).with_sort("updated_at").mock(http, ok(page([group])))
+        NorthpassRequest("groups/1042/people").with_limit(100).with_page(1).mock(http, ok(page([member])))
+        output = run_read(config(), ["group_memberships"])
+
+    (record,) = record_data(output)
+    assert (record["group_id"], record["person_id"]) == ("1042", "007")

@@ -1,9 +1,8 @@
 """A JSON:API resource becomes one flat record, as the public Northpass connector emits it; the
 CDK's DpathExtractor with DpathFlattenFields does the same only when no member collides."""
 
-import json
-
 import requests
+import requests_mock
 
 from airbyte_cdk.sources.declarative.extractors.dpath_extractor import DpathExtractor
 from airbyte_cdk.sources.declarative.transformations.dpath_flatten_fields import DpathFlattenFields
@@ -19,11 +18,9 @@ NO_LINKS = {"id": "p3", "type": "people", "attributes": {"email": "c@example.com
 
 
 def _response(resources):
-    response = requests.Response()
-    response.status_code = 200
-    response._content = json.dumps({"data": resources, "links": {}}).encode()
-    response.url = "https://api.northpass.com/v2/people"
-    return response
+    with requests_mock.Mocker() as http:
+        http.get("https://api.northpass.com/v2/people", json={"data": resources, "links": {}})
+        return requests.get("https://api.northpass.com/v2/people")
 
 
 def _ours(resource):
