@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
@@ -149,6 +150,8 @@ def kill_read_when(
             env={**os.environ, **RUNNER_ENV},
         )
         lines: List[str] = []
+        watchdog = threading.Timer(timeout, process.kill)  # a connector that hangs fails the test
+        watchdog.start()
         try:
             for line in process.stdout:
                 lines.append(line)
@@ -156,6 +159,7 @@ def kill_read_when(
                     process.kill()
                     break
         finally:
+            watchdog.cancel()
             process.kill()
             process.wait(timeout=timeout)
             process.stdout.close()

@@ -23,12 +23,10 @@ from airbyte_cdk.sources.declarative.extractors.record_extractor import RecordEx
 from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
 from airbyte_cdk.sources.declarative.migrations.state_migration import StateMigration
 from airbyte_cdk.sources.declarative.requesters.error_handlers import DefaultErrorHandler
-from airbyte_cdk.sources.declarative.requesters.paginators.strategies.pagination_strategy import (
-    PaginationStrategy,
-)
+from airbyte_cdk.sources.declarative.requesters.paginators import PaginationStrategy
 from airbyte_cdk.sources.declarative.retrievers.simple_retriever import SimpleRetriever
 from airbyte_cdk.sources.declarative.validators.validation_strategy import ValidationStrategy
-from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
+from airbyte_cdk.sources.streams.http.error_handlers import ErrorResolution, ResponseAction
 from airbyte_cdk.sources.types import Config, Record, StreamSlice
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
@@ -58,20 +56,21 @@ def _rendered_int(value: int | str, config: Config, parameters: Mapping[str, Any
     return int(InterpolatedString.create(str(value), parameters=parameters).eval(config))
 
 
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
 def _is_loopback(host: str) -> bool:
     try:
-        return host.lower() in ("localhost", "ip6-localhost") or ipaddress.ip_address(host).is_loopback
+        return host.lower() in LOOPBACK_NAMES or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
 
 @dataclass
 class BaseUrlValidation(ValidationStrategy):
-    """`base_url` must be https, or plain http to a loopback host (tests, local proxies).
-
-    ValidateAdheresToSchema (or the spec's `pattern`) can only answer "does not match <regex>";
-    this says what is wrong, before any request, so the key never travels in clear elsewhere.
-    """
+    """`base_url` must be https, or plain http to a loopback host (tests, local proxies), so the key
+    never travels in clear. ValidateAdheresToSchema (or the spec's `pattern`) can only answer "does
+    not match <regex>"; this says what is wrong, before any request."""
 
     def validate(self, value: Any) -> None:
         try:
@@ -110,9 +109,7 @@ class StartDateValidation(ValidationStrategy):
             if value not in (None, ""):
                 parse_datetime(value)
         except (AttributeError, TypeError, ValueError):
-            raise _config_error(
-                f"start_date {value!r} is not an ISO 8601 date or datetime such as 2024-01-31."
-            ) from None
+            raise _config_error(f"start_date {value!r} is not an ISO 8601 date or datetime (2024-01-31).") from None
 
 
 @dataclass
@@ -132,9 +129,8 @@ class JsonApiRecordExtractor(RecordExtractor):
             return
         document = _document(response)
         data = document.get("data") if isinstance(document, dict) else None
-        if not isinstance(data, (list, dict)):  # the error handler retries these: never an empty page
-            path = urlsplit(response.url).path
-            raise _failure(f"Northpass answered {path} without a JSON:API data array.")
+        if not isinstance(data, (list, dict)):  # never an empty page
+            raise _failure(f"Northpass answered {urlsplit(response.url).path} without a JSON:API data array.")
         for resource in [data] if isinstance(data, dict) else data:
             record = dict(resource.get("attributes") or {})
             for member in ("id", "type", "links", "relationships"):
@@ -419,8 +415,10 @@ class _KeysetWalk:
                 tied = all(self._moment(r) == self.lower_instant for r in records)
                 if not tied or ids != sorted(ids) or (last_id and ids and ids[0] <= last_id):
                     raise _ServerIgnoresQuery("id")
-                yield from (r for r, i in zip(records, ids) if i not in seen)
-                seen.update(ids)
+                for record, record_id in zip(records, ids):
+                    if record_id not in seen:
+                        seen.add(record_id)
+                        yield record
                 if not has_next or not ids:
                     return
                 last_id = ids[-1]

@@ -127,6 +127,25 @@ def test_html_body_in_a_200_is_retried_not_taken_as_an_empty_page():
     assert len(record_data(output)) == 1
 
 
+def test_200_with_errors_and_no_data_is_retried():
+    with requests_mock.Mocker() as http:
+        request = _people_page_1().mock(http, ok(error(500, "try again"), **FAST_RETRY), ok(page([person(1)])))
+        output = run_read(config(), ["people"])
+
+    assert request.call_count == 2
+    assert len(record_data(output)) == 1
+
+
+def test_a_client_error_fails_at_once_even_with_an_html_body():
+    html_404 = {"status_code": 404, "text": "<html>Not found</html>", "headers": {"Content-Type": "text/html"}}
+    with requests_mock.Mocker() as http:
+        request = _people_page_1().mock(http, html_404)
+        output = run_read(config(), ["people"], expect_failure=True)
+
+    assert request.call_count == 1, "a client error is not retried as if it were a malformed success"
+    assert "404" in _failure(output).message
+
+
 def test_200_without_data_is_retried_not_taken_as_the_end():
     no_data = ok({"links": {"self": "x"}}, **FAST_RETRY)
     with requests_mock.Mocker() as http:
@@ -157,5 +176,5 @@ def test_api_key_never_appears_in_output_when_a_request_fails():
         _people_page_1().mock(http, status(500, error(500, "Internal Server Error"), **FAST_RETRY))
         output = run_read(config(max_retries=1), ["people"], expect_failure=True)
 
-    everything = "\n".join(str(m) for m in output._messages) if hasattr(output, "_messages") else str(output.errors) + str(output.logs)
-    assert API_KEY not in everything
+    everything = "\n".join(str(m) for m in output.get_message_iterator())
+    assert "people" in everything and API_KEY not in everything

@@ -1,7 +1,6 @@
 """Page-number paging (course_enrollments and every list without updated_at): `page`/`limit`
 until `links.next` is absent."""
 
-import json
 
 import pytest
 import requests
@@ -144,9 +143,9 @@ def test_a_short_first_page_without_json_api_links_is_followed_by_one_more_reque
 
 
 def _answer(document):
-    response = requests.Response()
-    response.status_code, response._content, response.url = 200, json.dumps(document).encode(), "https://x/v2/l"
-    return response
+    with requests_mock.Mocker() as http:
+        http.get("https://x/v2/l", json=document)
+        return requests.get("https://x/v2/l")
 
 
 def test_without_links_the_streams_fullest_page_decides_which_short_pages_end_a_list():
