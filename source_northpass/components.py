@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping, MutableMapping
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 
 from airbyte_cdk.models import FailureType
@@ -47,7 +48,7 @@ def _config_error(message: str) -> AirbyteTracedException:
 
 def _document(response: requests.Response) -> Any:  # the JSON body, or {} when it is not JSON
     try:
-        return response.json()
+        return orjson.loads(response.content)  # airbyte-cdk's own JSON library: a third of json's time
     except ValueError:
         return {}
 
