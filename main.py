@@ -3,6 +3,7 @@ connector's image: a YamlDeclarativeSource built from the manifest, then the CDK
 
 The manifest names its classes `source_declarative_manifest.components.<Class>`, the module the
 runner registers the components file as; this registers source_northpass/components.py under it.
+An input file that cannot be read is answered with a config_error (the runner prints a traceback).
 """
 
 import sys
