@@ -6,7 +6,6 @@ request fails the test (requests-mock raises NoMockAddress).
 """
 
 import json
-import time
 import uuid
 from typing import Any, Dict, List, Mapping, Optional
 from urllib.parse import urlencode
@@ -151,17 +150,6 @@ class NorthpassRequest:
 
 def ok(document: Mapping[str, Any], **headers: str) -> Dict[str, Any]:
     return {"status_code": 200, "text": json.dumps(document), "headers": {"Content-Type": "application/json", **headers}}
-
-
-def slow(response: Mapping[str, Any], seconds: float) -> Dict[str, Any]:
-    """`response` (an ok() or status() dict), answered only after `seconds`: a request in flight."""
-    body = response["text"]
-
-    def answer(request: Any, context: Any) -> str:
-        time.sleep(seconds)
-        return body
-
-    return {**response, "text": answer}
 
 
 def status(code: int, document: Optional[Mapping[str, Any]] = None, **headers: str) -> Dict[str, Any]:

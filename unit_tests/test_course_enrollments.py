@@ -1,4 +1,4 @@
-"""course_enrollments: one list per course, the course read once, forbidden courses skipped."""
+"""course_enrollments: one list per course, with course_id on each record; forbidden courses skipped."""
 
 import requests_mock
 
@@ -12,7 +12,6 @@ from unit_tests.northpass_builders import (
     ok,
     page,
     resource_id,
-    slow,
     status,
 )
 
