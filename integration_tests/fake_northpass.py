@@ -34,6 +34,12 @@ Server behaviour (``FakeNorthpass``)
     strings. ``GET /_stats`` needs no key, is not rate limited and is not logged.
     ``ignore_filters``/``ignore_sort`` answer as if those parameters were absent (a lenient
     server); ``refuse_filters``/``refuse_sort`` answer any of them with a 400 (a strict one).
+    Where Northpass may differ from the connector's guesses: ``nulls_last`` (a sort puts nulls
+    last ascending, first descending, as Postgres does), ``learning_paths_at`` (``learning-paths``,
+    the default, ``learning_paths`` or ``both``; the other spelling is a 404), ``group_people_at``
+    (``people``, ``memberships``: membership rows naming the person, or ``both``), ``forbid()``
+    (a list the plan lacks) and ``school.undate()`` (records with a null or no ``updated_at``);
+    ``fault_rate`` answers that share of requests with a 5xx or a reset, at random.
 """
 from __future__ import annotations
 
@@ -96,6 +102,14 @@ def _ref(type_: str, id_: str) -> dict:
 def _resource(id_: str, type_: str, attributes: dict, relationships: dict, self_path: str) -> dict:
     return {"id": id_, "type": type_, "attributes": attributes,
             "relationships": relationships, "links": {"self": self_path}}
+
+
+def _membership(group_id: str, person: dict) -> dict:
+    """A row of /v2/groups/{id}/memberships: the membership, naming its person."""
+    mid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"membership/{group_id}/{person['id']}"))
+    return _resource(mid, "memberships", {"created_at": person["attributes"].get("created_at")},
+                     {"person": {"data": _ref("people", person["id"])}, "group": {"data": _ref("groups", group_id)}},
+                     f"/v2/groups/{group_id}/memberships/{mid}")
 
 
 def _numbered(names: list, i: int) -> str:
@@ -238,7 +252,7 @@ class School:
             school.learning_paths[lid] = _resource(lid, "learning_paths", {
                 "name": _numbered(PATH_NAMES, i), "status": "live" if rng.random() < 0.8 else "draft",
                 "created_at": c_at, "updated_at": u_at,
-            }, {}, f"/v2/learning_paths/{lid}")
+            }, {}, f"/v2/learning-paths/{lid}")
             school.learning_path_enrollments[lid] = []
             for pid in rng.sample(person_ids, rng.randint(0, min(len(person_ids), 25))):
                 eid = _uuid(rng)
@@ -250,7 +264,7 @@ class School:
                     "completed_at": iso(rng.randint(enrolled, DATA_END)) if progress == 100 else None,
                 }, {"person": {"data": _ref("people", pid)},
                     "learning_path": {"data": _ref("learning_paths", lid)}},
-                    f"/v2/learning_paths/{lid}/enrollments/{eid}"))
+                    f"/v2/learning-paths/{lid}/enrollments/{eid}"))
         return school
 
     def _add_person(self, rng: random.Random, created: int, updated: int, groups=()) -> str:
@@ -342,6 +356,21 @@ class School:
             self.course_progresses.pop(id, None)
             return id
 
+    def undate(self, kind: str, count: int | None = None, absent: bool = False) -> list[str]:
+        """Give ``count`` records of a top-level list (all if None) a null ``updated_at``, or none at
+        all (``absent``): records a filter on it never matches. Return their ids."""
+        with self.lock:
+            records = getattr(self, kind)
+            ids = sorted(records) if count is None else self._mutation_rng.sample(sorted(records), count)
+            for id_ in ids:
+                attributes = records[id_]["attributes"]
+                if absent:
+                    attributes.pop("updated_at", None)
+                else:
+                    attributes["updated_at"] = None
+            self.version += 1
+            return ids
+
     def bulk_import(self, n: int, timestamp=None) -> list[str]:
         """Create n people sharing created_at = updated_at = timestamp (default: one tick())."""
         with self.lock:
@@ -429,12 +458,13 @@ def apply_filters(records: list, filters: list) -> list:
     return [r for r in records if all(matches(_field(r, a), p, v) for a, p, v in active)]
 
 
-def _sort_value(value):
-    return (0, "") if value is None else (1, value)
+def apply_sort(records: list, sort: str | None, default_attr: str, nulls_last: bool = False) -> list:
+    """Stable multi-key sort; unknown keys are ignored; the last tie-breaker is id ascending. Nulls
+    sort first ascending (MySQL), or last (``nulls_last``, Postgres); the other end descending."""
 
+    def _sort_value(value):
+        return (2 if nulls_last else 0, "") if value is None else (1, value)
 
-def apply_sort(records: list, sort: str | None, default_attr: str) -> list:
-    """Stable multi-key sort; unknown keys are ignored; the last tie-breaker is id ascending."""
     known = _known_attributes(records)
     keys = []
     for part in (sort or "").split(","):
@@ -462,7 +492,7 @@ class _Order:
 
     def __init__(self, collection: "_Collection", keys: tuple):
         # apply_sort: by id, then a stable sort per key from the last. Sorting positions by a
-        # column of values avoids a Python call per record; nulls sort first (last descending).
+        # column of values avoids a Python call per record; nulls sort at one end (apply_sort).
         rows = collection.by_id()
         nulls = []
         for attr, descending in reversed(keys):
@@ -473,22 +503,23 @@ class _Order:
             else:
                 nulls = []
             rows = sorted(rows, key=column.__getitem__, reverse=descending)  # stable
-            rows = rows + nulls if descending else nulls + rows
+            rows = rows + nulls if descending != collection.nulls_last else nulls + rows
         records = collection.records
         self.records = [records[i] for i in rows]
         self._pos: dict | None = None
         self.kind = None  # "str" or "num": the type of every non-null first-key value
-        self.nulls, self.values = 0, []
+        self.base, self.values = 0, []  # the non-null first-key values, from self.records[base]
         if keys[0][1]:  # descending: no bisect
             return
-        values = [column[i] for i in rows[len(nulls):]]
+        base = 0 if collection.nulls_last else len(nulls)
+        values = [column[i] for i in rows[base:base + len(rows) - len(nulls)]]
         if all(type(v) is str for v in values):
             self.kind = "str"
         elif all(_is_number(v) and v == v for v in values):
             self.kind = "num"
         else:
             return
-        self.nulls, self.values = len(nulls), values
+        self.base, self.values = base, values
 
     @property
     def pos(self) -> dict:
@@ -510,7 +541,8 @@ class _Order:
                 return None  # a number against a non-number compares as text: not monotone
             if value != value:
                 return None
-        values, base, end = self.values, self.nulls, len(self.records)
+        values, base = self.values, self.base
+        end = base + len(values)
         if predicate == "eq":
             return base + bisect_left(values, value), base + bisect_right(values, value)
         if predicate == "gt":
@@ -525,9 +557,10 @@ class _Order:
 class _Collection:
     """What the server caches about one top-level collection at one school version."""
 
-    def __init__(self, records: list, stamp: tuple):
+    def __init__(self, records: list, stamp: tuple, nulls_last: bool = False):
         self.stamp = stamp
         self.records = records
+        self.nulls_last = nulls_last
         self._counts: dict[str, int] = {"id": len(records)}
         self._columns: dict[str, list] = {}
         self._by_id: list | None = None
@@ -745,6 +778,11 @@ class FakeNorthpass:
         self.ignore_sort = False
         self.refuse_filters = False
         self.refuse_sort = False
+        self.nulls_last = False  # how a sort places nulls: first ascending (MySQL), or last (Postgres)
+        self.learning_paths_at = "learning-paths"  # the path spelling served: or "learning_paths", "both"
+        self.group_people_at = "both"  # a group's people at /people, /memberships (membership rows) or both
+        self.fault_rate = 0.0  # the share of requests answered 500, 502, 503 or a reset, at random
+        self._fault_rng = random.Random(0)
         self.on_request = None  # callable(server, RequestLog), run for each 200 list page
         self.callback_errors: list[BaseException] = []
         self.requests: list[RequestLog] = []
@@ -925,6 +963,8 @@ class FakeNorthpass:
 
     def _take_fault(self, path: str) -> str | None:
         with self._lock:
+            if self.fault_rate and self._fault_rng.random() < self.fault_rate:
+                return self._fault_rng.choice(("500", "502", "503", "reset"))
             for fault in self._faults:
                 if fault[0].search(path):
                     fault[2] -= 1
@@ -943,6 +983,8 @@ class FakeNorthpass:
                   ("learning_paths", "enrollments"): (s.learning_path_enrollments, "learning_path_enrollments")}
         parts = path.strip("/").split("/")
         if parts[0] != "v2" or len(parts) < 2:
+            return _error(404, f"No route matches {path}")
+        if parts[1] in ("learning-paths", "learning_paths") and self.learning_paths_at not in ("both", parts[1]):
             return _error(404, f"No route matches {path}")
         seg = ["learning_paths" if parts[1] == "learning-paths" else parts[1], *parts[2:]]
         if len(seg) == 1 and seg[0] in top:
@@ -963,13 +1005,17 @@ class FakeNorthpass:
         if len(seg) == 3 and seg[0] in top:
             parent_id, child = seg[1], seg[2]
             is_members = seg[0] == "groups" and child in ("people", "memberships")
+            if is_members and self.group_people_at not in ("both", child):
+                return _error(404, f"No route matches {path}")
             if (seg[0], child) in nested or is_members:
                 if parent_id not in top[seg[0]]:
                     return _error(404, f"No {seg[0]} record with id {parent_id}")
                 if is_members:
                     members = [p for p in s.people.values()
                                if any(g["id"] == parent_id for g in p["relationships"]["groups"]["data"])]
-                    return self._list(members, "people", path, query, repeat)
+                    if child == "memberships":
+                        members = [_membership(parent_id, p) for p in members]
+                    return self._list(members, child, path, query, repeat)
                 records, type_ = nested[(seg[0], child)]
                 return self._list(list(records.get(parent_id, [])), type_, path, query, repeat)
         return _error(404, f"No route matches {path}")
@@ -993,7 +1039,7 @@ class FakeNorthpass:
             selected = _select(self._collection(cached), filters, sort, default_attr, start, stop, page * limit)
         if selected is None:
             records = list(records.values()) if isinstance(records, dict) else records
-            records = apply_sort(apply_filters(records, filters), sort, default_attr)
+            records = apply_sort(apply_filters(records, filters), sort, default_attr, self.nulls_last)
             selected = records[start:stop], page * limit < len(records)
         data = [self._render(r) for r in selected[0]]
         links = {"self": self._page_url(path, query, page)}
@@ -1007,10 +1053,10 @@ class FakeNorthpass:
         """The cache of a top-level collection, rebuilt when the school changed. Call holding
         school.lock (as _route does): the version cannot move while the answer is built."""
         records = getattr(self.school, name)
-        stamp = (self.school.version, id(records), len(records))
+        stamp = (self.school.version, id(records), len(records), self.nulls_last)
         collection = self._collections.get(name)
         if collection is None or collection.stamp != stamp:
-            collection = self._collections[name] = _Collection(list(records.values()), stamp)
+            collection = self._collections[name] = _Collection(list(records.values()), stamp, self.nulls_last)
         return collection
 
     def _page_url(self, path: str, query: dict, page: int) -> str:

@@ -7,12 +7,13 @@ airbyte-cdk. Each docstring names the built-in it stands in for and where that b
 import atexit
 import gc
 import ipaddress
+import itertools
 import json
 import logging
 import threading
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping
 from urllib.parse import urlsplit
 
 import orjson
@@ -23,11 +24,9 @@ from airbyte_cdk.sources.connector_state_manager import ConnectorStateManager
 from airbyte_cdk.sources.declarative.extractors.record_extractor import RecordExtractor
 from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
 from airbyte_cdk.sources.declarative.migrations.state_migration import StateMigration
-from airbyte_cdk.sources.declarative.requesters.error_handlers import DefaultErrorHandler
 from airbyte_cdk.sources.declarative.requesters.paginators import PaginationStrategy
 from airbyte_cdk.sources.declarative.retrievers.simple_retriever import SimpleRetriever
 from airbyte_cdk.sources.declarative.validators.validation_strategy import ValidationStrategy
-from airbyte_cdk.sources.streams.http.error_handlers import ErrorResolution, ResponseAction
 from airbyte_cdk.sources.types import Config, Record, StreamSlice
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
@@ -53,8 +52,67 @@ def _document(response: requests.Response) -> Any:  # the JSON body, or {} when 
         return {}
 
 
+def _said(response: requests.Response) -> str:  # Northpass's own words about an error response
+    document = _document(response)
+    errors = document.get("errors") if isinstance(document, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    return str(first.get("detail") or first.get("title") or "no detail")[:300]
+
+
 def _rendered_int(value: int | str, config: Config, parameters: Mapping[str, Any]) -> int:
     return int(InterpolatedString.create(str(value), parameters=parameters).eval(config))
+
+
+class _ThisSync:
+    """What one sync learns about the account, shared by every stream (and every parent read): which
+    spelling of a path answers, which warnings were given. Airbyte runs each command in a process of
+    its own, so this lives exactly as long as one sync."""
+
+    def __init__(self) -> None:
+        self.lock, self.trying = threading.Lock(), threading.Lock()
+        self.spellings: dict[str, str] = {}  # a path_variants key -> the spelling that answered
+        self.warned: set = set()
+
+    def warn_once(self, key: Any, message: str) -> None:
+        with self.lock:
+            if key in self.warned:
+                return
+            self.warned.add(key)
+        logger.warning(message)
+
+    def send(self, variants: Mapping[str, list], endpoint: str, stream_slice: StreamSlice, send: Callable) -> Any:
+        """One request of `endpoint`, whose `{key}` segment Northpass spells in more than one way
+        (the manifest's `path_variants`, most likely first): in the spelling that answered this sync,
+        else in each in turn while they answer 404. Only an answer decides: a 404 may be a deleted parent."""
+        key = next((k for k in variants if "{%s}" % k in endpoint), None)
+
+        def spelled(spelling: str) -> StreamSlice:
+            partition = {**stream_slice.partition, key: spelling}
+            return StreamSlice(partition=partition, cursor_slice=stream_slice.cursor_slice)
+
+        if key is None:
+            return send(stream_slice)
+        if key in self.spellings:
+            return send(spelled(self.spellings[key]))
+        with self.trying:  # one stream tries at a time: a fallback costs one request, not one per worker
+            for spelling in [self.spellings[key]] if key in self.spellings else variants[key]:
+                response = send(spelled(spelling))
+                if response is None or response.status_code != 404:
+                    break
+            if response is not None and response.ok:
+                self.spellings[key] = spelling
+        return response
+
+
+SYNC = _ThisSync()
+
+
+def _vanished(stream: str, page: int, response: requests.Response) -> AirbyteTracedException:
+    return _failure(
+        f"Stream {stream}: Northpass answered page {page} of {urlsplit(response.url).path} with HTTP "
+        f"{response.status_code} ({_said(response)}): the list went away while it was read. Failing rather "
+        "than sync part of it; the next sync reads it again."
+    )
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
@@ -126,8 +184,6 @@ class JsonApiRecordExtractor(RecordExtractor):
     parameters: InitVar[Mapping[str, Any]]
 
     def extract_records(self, response: requests.Response) -> Iterable[MutableMapping[str, Any]]:
-        if response.status_code >= 400:  # a response the error handler chose to ignore
-            return
         document = _document(response)
         data = document.get("data") if isinstance(document, dict) else None
         if not isinstance(data, (list, dict)):  # never an empty page
@@ -139,21 +195,6 @@ class JsonApiRecordExtractor(RecordExtractor):
             yield record
 
 
-@dataclass
-class NorthpassErrorHandler(DefaultErrorHandler):
-    """DefaultErrorHandler, with each IGNORE (a forbidden or vanished parent's list, skipped)
-    logged as a warning: the CDK's HttpClient logs it at INFO, where nobody looks."""
-
-    def interpret_response(self, response_or_exception: Any) -> ErrorResolution:
-        resolution = super().interpret_response(response_or_exception)
-        if resolution.response_action == ResponseAction.IGNORE:
-            logger.warning(resolution.error_message or "Skipping a resource Northpass refused.")
-        return resolution
-
-
-_NO_LINKS_WARNED = threading.Event()  # one warning per run, not one per page
-
-
 def has_next_page(document: Any, count: int, limit: int, fullest: int) -> bool:
     """Whether a list goes on after a page of `count` records, `fullest` being the stream's largest
     page before it. `links.next` says so; a short page proves nothing (Northpass may clamp `limit`).
@@ -162,9 +203,7 @@ def has_next_page(document: Any, count: int, limit: int, fullest: int) -> bool:
     links = document.get("links") if isinstance(document, dict) else None
     if isinstance(links, dict):
         return bool(links.get("next"))
-    if not _NO_LINKS_WARNED.is_set():
-        _NO_LINKS_WARNED.set()
-        logger.warning("Northpass answers without JSON:API links; each list is read until a page comes back short.")
+    SYNC.warn_once("no links", "Northpass answers without JSON:API links; each list is read until a page comes back short.")
     return count > 0 and count >= min(limit, fullest or count)
 
 
@@ -279,6 +318,47 @@ class _ServerIgnoresQuery(Exception):
     """The server answered as if a filter or sort parameter were not there, or refused it."""
 
 
+class _Refused(Exception):
+    """A list's first request answered 403 or 404: the account's plan, or the account, lacks it."""
+
+    def __init__(self, response: requests.Response, tried: list[str]):
+        super().__init__()
+        self.status, self.said, self.where = response.status_code, _said(response), " and ".join(tried)
+
+
+@dataclass
+class NorthpassListRetriever(SimpleRetriever):
+    """SimpleRetriever for a list under one parent record (a course's enrollments, a group's people),
+    with what an error handler cannot do, as a response filter sees one response and not which page
+    it answers: a path Northpass spells two ways (`path_variants`) is asked again in the next spelling
+    on a 404; a 403 or 404 skips the parent, with a warning, only on its first page. On a later page
+    the list went away while it was read, and the stream fails: a part of a list is not the list.
+    """
+
+    path_variants: Mapping[str, list] = field(default_factory=dict)
+
+    def __post_init__(self, parameters: Mapping[str, Any]) -> None:
+        super().__post_init__(parameters)
+        self.endpoint = parameters.get("endpoint", "")
+
+    def _fetch_next_page(
+        self, stream_slice: StreamSlice, next_page_token: Mapping[str, Any] | None = None, page_size_override=None
+    ) -> requests.Response | None:
+        def send(spelled: StreamSlice) -> requests.Response | None:
+            return SimpleRetriever._fetch_next_page(self, spelled, next_page_token, page_size_override)
+
+        response = SYNC.send(self.path_variants, self.endpoint, stream_slice, send)
+        if response is not None and response.status_code in (403, 404):
+            page = int((next_page_token or {}).get("next_page_token") or 1)
+            if page > 1:
+                raise _vanished(self.name, page, response)
+            logger.warning(
+                f"Stream {self.name}: skipping {urlsplit(response.url).path}: Northpass answered HTTP "
+                f"{response.status_code} ({_said(response)}); the sync goes on without it."
+            )
+        return response
+
+
 @dataclass
 class UpdatedAtKeysetRetriever(SimpleRetriever):
     """A list read in `updated_at` order by key, so nothing is skipped while data changes.
@@ -294,14 +374,18 @@ class UpdatedAtKeysetRetriever(SimpleRetriever):
     one warning. Boundary records are emitted once; after each page a STATE `{"updated_at": T}`
     says every record updated before T is emitted. The walk starts at the cursor slice's
     `start_time` (state, else start_date), or in full refresh at start_date or the beginning.
+    Records without `updated_at`, which no filter matches, are found at one end of the order (_nulls).
+    A first request answered 403 or 404 skips the stream with one warning (skip_unavailable_streams).
     """
 
     cursor_field: str = "updated_at"
     page_size: int | str = 100
+    path_variants: Mapping[str, list] = field(default_factory=dict)
 
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
         super().__post_init__(parameters)
         self.limit = _rendered_int(self.page_size, self.config, parameters)
+        self.endpoint = parameters.get("endpoint", "")
 
     def read_records(self, records_schema: Mapping[str, Any], stream_slice: StreamSlice | None = None) -> Iterable[Any]:
         yield from _KeysetWalk(self, records_schema, stream_slice or StreamSlice(partition={}, cursor_slice={})).run()
@@ -324,70 +408,143 @@ class _KeysetWalk:
         self.boundary_ids: set[str] = set()  # emitted at the boundary second: the next request repeats them
         self.operator = "gteq"
         self.fullest = 0  # the walk's largest page: the server's page size, should it clamp `limit`
+        self.answered = False  # a 403 or 404 before any answer is a refusal; after one, a failure
+        self.tried: list[str] = []  # the paths that answered the refusal
+        self.nulls: set[str] = set()  # ids of the records without updated_at emitted
+        self.records = self.moments = 0  # records read, and how many of them had updated_at
+        self.nulls_at_start = False  # the walk's own first page showed where the nulls sort
 
-    def _read(self, page: int = 1, **filters: str) -> tuple[list[Record], bool]:
+    def _read(self, page: int = 1, **filters: str) -> tuple[list[Record], list[datetime | None], bool]:
         params = {"limit": self.r.limit, "page": page, **filters}
-        response = self.r.requester.send_request(stream_state={}, stream_slice=self.slice, request_params=params)
+
+        def send(spelled: StreamSlice) -> requests.Response | None:
+            response = self.r.requester.send_request(stream_state={}, stream_slice=spelled, request_params=params)
+            if response is not None and not self.answered and urlsplit(response.url).path not in self.tried:
+                self.tried.append(urlsplit(response.url).path)
+            return response
+
+        response = SYNC.send(self.r.path_variants, self.r.endpoint, self.slice, send)
         if response is None:
             raise _failure(f"Northpass returned no response for stream {self.r.name}.")
-        document = _document(response)
-        if response.status_code == 400:  # passed back by the manifest's keyset_error_handler
-            errors = document.get("errors") if isinstance(document, dict) else None
-            first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
-            said = str(first.get("detail") or first.get("title") or "no detail")[:300]
+        if response.status_code in (403, 404):  # passed back by the manifest's error handlers
+            raise _Refused(response, self.tried) if not self.answered else _vanished(self.r.name, page, response)
+        if response.status_code == 400:
             asked = "&".join(f"{k}={v}" for k, v in filters.items()) or f"page {page} with limit={self.r.limit}"
-            raise _ServerIgnoresQuery(f"refused {asked} on stream {self.r.name} (HTTP 400: {said})")
-        selector = self.r.record_selector
-        records = list(selector.select_records(response, {}, self.schema, stream_slice=self.slice))
-        has_next = has_next_page(document, len(records), self.r.limit, self.fullest)
+            raise _ServerIgnoresQuery(f"refused {asked} on stream {self.r.name} (HTTP 400: {_said(response)})")
+        self.answered = True
+        records = list(self.r.record_selector.select_records(response, {}, self.schema, stream_slice=self.slice))
+        moments = [_instant(r.data.get(self.field)) for r in records]
+        self.records, self.moments = self.records + len(records), self.moments + sum(m is not None for m in moments)
+        has_next = has_next_page(_document(response), len(records), self.r.limit, self.fullest)
         self.fullest = max(self.fullest, len(records))
-        return records, has_next
+        return records, moments, has_next
 
-    def _pages(self, **filters: str) -> Iterator[Record]:
-        """Every record of a read by page number (a page repeating the one before is asked again)."""
-        page, guard, has_next = 1, _RepeatedPageGuard(), True
+    def _pages(self, page: int = 1, **filters: str) -> Iterator[tuple[list[Record], list[datetime | None]]]:
+        """Every page of a read by page number from `page` (a page repeating the one before is asked again)."""
+        guard, has_next = _RepeatedPageGuard(), True
         while has_next:
-            records, has_next = self._read(page, **filters)
+            records, moments, has_next = self._read(page, **filters)
             if has_next and guard.is_repeat(tuple(r.data.get("id") for r in records), page, f"stream {self.r.name}"):
                 continue
-            yield from records
+            yield records, moments
             page += 1
-
-    def _moment(self, record: Record) -> datetime | None:
-        return _instant(record.data.get(self.field))
 
     def _passed(self, record: Record, moment: datetime | None) -> bool:
         """Whether the walk has emitted this record (updated at `moment`) already, or passed it by."""
-        if self.lower_instant is None or moment is None or moment > self.lower_instant:
+        if moment is None:  # no updated_at: emitted once per read, wherever it is found
+            record_id = str(record.data.get("id"))
+            if record_id in self.nulls:
+                return True
+            self.nulls.add(record_id)
+            return False
+        if self.lower_instant is None or moment > self.lower_instant:
             return False
         return moment < self.lower_instant or self.operator == "gt" or str(record.data.get("id")) in self.boundary_ids
 
+    def _new(self, records: list[Record], moments: list[datetime | None]) -> Iterator[Record]:
+        return (r for r, m in zip(records, moments) if not self._passed(r, m))
+
     def run(self) -> Iterator[Any]:
+        if ("refused", self.r.name) in SYNC.warned:  # a parent read again: skipped with the stream
+            return
         try:
-            yield from self._keyset()
+            yield from self._walk()
+        except _Refused as refused:
+            words = f"Northpass answered {refused.where} with HTTP {refused.status} ({refused.said})"
+            if not self.r.config.get("skip_unavailable_streams", True):
+                raise _config_error(f"Stream {self.r.name}: {words}. Grant the API key access, or deselect the stream.")
+            SYNC.warn_once(
+                ("refused", self.r.name),
+                f"Stream {self.r.name} skipped: {words}, as for a list the account's plan does not include. The "
+                "sync goes on without it (and without the lists under it); its state is unchanged.",
+            )
+        if self.records and not self.moments:
+            SYNC.warn_once(
+                ("no cursor", self.r.name),
+                f"Stream {self.r.name}: none of its records carries {self.field}, so each sync reads the whole "
+                "list; it cannot be read incrementally.",
+            )
+
+    def _walk(self) -> Iterator[Any]:
+        try:
+            if self.lower is None:
+                keyed = yield from self._keyset()
+                if keyed and not self.nulls_at_start:  # else its pages by number held every one
+                    yield from self._nulls(f"-{self.field}")
+                return
+            covered, nulls = yield from self._newest_first()
+            if not covered and nulls != "all":
+                yield from self._keyset()
+            if not nulls:  # none at the descending end: the ascending one
+                yield from self._nulls(self.field)
         except _ServerIgnoresQuery as reason:
             logger.warning(f"Stream {self.r.name}: Northpass {reason}; reading the whole list page by page instead.")
             try:  # no filter or sort relied upon; no checkpoints: the order is unknown
-                yield from (r for r in self._pages() if not self._passed(r, self._moment(r)))
+                for records, moments in self._pages():
+                    yield from self._new(records, moments)
             except _ServerIgnoresQuery as refused:
                 raise _failure(f"Northpass {refused}. If it is the page size it refuses, lower page_size.") from None
 
+    def _newest_first(self) -> Iterator[Any]:
+        """From a lower bound (a state, start_date): the newest page first. Reaching below the bound
+        (fewer changes than a page: most incremental syncs) it is the whole read; either way it is
+        the descending end's look for records without updated_at. Returns (covered, what _nulls found)."""
+        records, moments, has_next = self._read(sort=f"-{self.field}")
+        known = [m for m in moments if m is not None]
+        if known != sorted(known, reverse=True):
+            raise _ServerIgnoresQuery(f"ignored sort=-{self.field} on stream {self.r.name}")
+        covered = not has_next or bool(known and known[-1] < self.lower_instant)
+        if covered:
+            yield from self._new(records, moments)
+        nulls = yield from self._nulls(f"-{self.field}", first=(records, moments, has_next))
+        return covered, nulls
+
     def _keyset(self) -> Iterator[Any]:
+        """The walk by key; returns whether it moved by key at all (else it read pages by number)."""
+        page, guard, keyed = 1, _RepeatedPageGuard(), False
         while True:
             filters = {"sort": self.field}
             if self.lower is not None:
                 filters[f"filter[{self.field}][{self.operator}]"] = self.lower
-            records, has_next = self._read(**filters)
-            moments = [self._moment(r) for r in records]
+            records, moments, has_next = self._read(page, **filters)
             self._verify(moments)
-            yield from (r for r, m in zip(records, moments) if not self._passed(r, m))
+            if page == 1 and self.lower is None and moments:
+                self.nulls_at_start = moments[0] is None
+            yield from self._new(records, moments)
             if not has_next:
-                return
-            if not records or moments[-1] is None:
-                raise _ServerIgnoresQuery(f"returned a page that cannot move the walk on stream {self.r.name}")
-            if self.lower_instant is None or moments[-1] > self.lower_instant:
-                self.lower, self.lower_instant, self.operator = records[-1].data[self.field], moments[-1], "gteq"
-                self.boundary_ids = {str(r.data.get("id")) for r, m in zip(records, moments) if m == moments[-1]}
+                return keyed
+            if not records:
+                raise _ServerIgnoresQuery(f"returned an empty page with a next one on stream {self.r.name}")
+            known = [i for i, m in enumerate(moments) if m is not None]
+            if not known:  # a whole page without updated_at (they sort first): the next page by number
+                if not guard.is_repeat(tuple(r.data.get("id") for r in records), page, f"stream {self.r.name}"):
+                    page += 1
+                continue
+            last = known[-1]
+            page, guard, keyed = 1, _RepeatedPageGuard(), True
+            if self.lower_instant is None or moments[last] > self.lower_instant:
+                self.lower, self.lower_instant, self.operator = records[last].data[self.field], moments[last], "gteq"
+                self.boundary_ids = {str(r.data.get("id")) for r, m in zip(records, moments) if m == moments[last]}
                 if self.checkpoints:
                     state = ConnectorStateManager()
                     state.update_state_for_stream(self.r.name, None, {self.field: _format(self.lower_instant)})
@@ -396,6 +553,25 @@ class _KeysetWalk:
             # A full page at one timestamp: read that tie group, then go on strictly after it.
             yield from self._tie_group({str(r.data.get("id")) for r in records} | self.boundary_ids)
             self.operator, self.boundary_ids = "gt", set()
+
+    def _nulls(self, sort: str, first: tuple | None = None) -> Iterator[Any]:
+        """Records whose updated_at is null or absent, which no filter matches: a sort puts them at one
+        end (last ascending in Postgres, first in MySQL), so the first page of an order shows them.
+        Emits those at the start of `sort` (`first`: its page 1, read, and whether it has a next),
+        reading on while a page ends with one. Returns False if none sort there, "all" if every record
+        of the list did (it has been read whole), else True."""
+        if first is None:
+            pages = self._pages(sort=sort)
+        else:
+            pages = itertools.chain([first[:2]], self._pages(2, sort=sort) if first[2] else ())
+        for index, (records, moments) in enumerate(pages):
+            nulls = [r for r, m in zip(records, moments) if m is None]
+            yield from self._new(nulls, [None] * len(nulls))
+            if index == 0 and moments and moments[0] is not None:
+                return False
+            if not moments or moments[-1] is not None:
+                return True
+        return "all"
 
     def _verify(self, moments: list[datetime | None]) -> None:
         known = [m for m in moments if m is not None]
@@ -411,9 +587,9 @@ class _KeysetWalk:
         try:
             while True:
                 filters = {"sort": "id", f"filter[{self.field}][eq]": self.lower}
-                records, has_next = self._read(**filters, **({"filter[id][gt]": last_id} if last_id else {}))
+                records, moments, has_next = self._read(**filters, **({"filter[id][gt]": last_id} if last_id else {}))
                 ids = [str(r.data.get("id")) for r in records]
-                tied = all(self._moment(r) == self.lower_instant for r in records)
+                tied = all(m == self.lower_instant for m in moments)
                 if not tied or ids != sorted(ids) or (last_id and ids and ids[0] <= last_id):
                     raise _ServerIgnoresQuery("id")
                 for record, record_id in zip(records, ids):
@@ -435,11 +611,12 @@ class _KeysetWalk:
         past timestamp, and a leaver can hide another member only in the pass it left."""
         for _ in range(self.MAX_TIE_PASSES):
             new = 0
-            for record in self._pages(**{"sort": self.field, f"filter[{self.field}][eq]": self.lower}):
-                if self._moment(record) == self.lower_instant and str(record.data.get("id")) not in seen:
-                    seen.add(str(record.data.get("id")))
-                    new += 1
-                    yield record
+            for records, moments in self._pages(**{"sort": self.field, f"filter[{self.field}][eq]": self.lower}):
+                for record, moment in zip(records, moments):
+                    if moment == self.lower_instant and str(record.data.get("id")) not in seen:
+                        seen.add(str(record.data.get("id")))
+                        new += 1
+                        yield record
             if not new:
                 return
         raise _failure(

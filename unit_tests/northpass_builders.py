@@ -111,6 +111,11 @@ class NorthpassRequest:
         return request.with_filter("updated_at", operator, updated_since) if updated_since else request
 
     @classmethod
+    def people_unfiltered(cls, sort: str, page: int = 1, limit: int = 100) -> "NorthpassRequest":
+        """One end of an order, unfiltered: where records without updated_at are looked for."""
+        return cls("people").with_limit(limit).with_page(page).with_sort(sort)
+
+    @classmethod
     def courses(cls) -> "NorthpassRequest":
         return cls("courses")
 

@@ -98,12 +98,15 @@ def test_missing_api_key_fails_check():
 )
 def test_iso_dates_and_datetimes_are_accepted_and_sent_in_utc(start_date, lower_bound):
     with requests_mock.Mocker() as http:
-        NorthpassRequest.people_by_key(lower_bound, limit=1).mock(
+        newest = NorthpassRequest.people_unfiltered("-updated_at", limit=1)
+        newest.mock(http, ok(page([person(2, updated_at="2024-03-01T00:00:00Z")], True)))
+        walk = NorthpassRequest.people_by_key(lower_bound, limit=1).mock(
             http, ok(page([person(1, updated_at="2024-02-01T00:00:00Z")]))
         )
         output = run_check(config(start_date=start_date))
     (status,) = output.connection_status_messages
     assert status.connectionStatus.status == Status.SUCCEEDED
+    assert walk.call_count == 1
 
 
 def test_discover_lists_every_stream_with_its_primary_key_and_sync_modes():
@@ -112,11 +115,11 @@ def test_discover_lists_every_stream_with_its_primary_key_and_sync_modes():
     assert {name: s.source_defined_primary_key for name, s in streams.items()} == {
         "people": [["id"]],
         "courses": [["id"]],
-        "course_enrollments": [["id"]],
+        "course_enrollments": [["course_id"], ["id"]],
         "groups": [["id"]],
         "group_memberships": [["group_id"], ["person_id"]],
         "learning_paths": [["id"]],
-        "learning_path_enrollments": [["id"]],
+        "learning_path_enrollments": [["learning_path_id"], ["id"]],
         "categories": [["id"]],
         "course_activities": [["course_id"], ["id"]],
         "course_properties": [["course_id"]],

@@ -65,16 +65,6 @@ def test_check_costs_one_request_for_one_record():
     assert http.call_count == request.call_count == 1
 
 
-def test_403_on_a_top_level_list_fails_as_config_error_about_permissions():
-    with requests_mock.Mocker() as http:
-        _people_page_1().mock(http, status(403, error(403, "Forbidden")))
-        output = run_read(config(), ["people"], expect_failure=True)
-
-    failure = _failure(output)
-    assert failure.failure_type == FailureType.config_error
-    assert "permission" in failure.message and "/v2/people" in failure.message
-
-
 def test_429_waits_retry_after_then_succeeds():
     with requests_mock.Mocker() as http:
         request = _people_page_1().mock(http, status(429, None, **FAST_RETRY), ok(page([person(1)])))
@@ -137,13 +127,13 @@ def test_200_with_errors_and_no_data_is_retried():
 
 
 def test_a_client_error_fails_at_once_even_with_an_html_body():
-    html_404 = {"status_code": 404, "text": "<html>Not found</html>", "headers": {"Content-Type": "text/html"}}
+    html_422 = {"status_code": 422, "text": "<html>Unprocessable</html>", "headers": {"Content-Type": "text/html"}}
     with requests_mock.Mocker() as http:
-        request = _people_page_1().mock(http, html_404)
+        request = _people_page_1().mock(http, html_422)
         output = run_read(config(), ["people"], expect_failure=True)
 
     assert request.call_count == 1, "a client error is not retried as if it were a malformed success"
-    assert "404" in _failure(output).message
+    assert "422" in _failure(output).message
 
 
 def test_200_without_data_is_retried_not_taken_as_the_end():

@@ -26,13 +26,42 @@ def _states(output):
     return [m.state.stream.stream_state.updated_at for m in output.state_messages]
 
 
-def test_incremental_sync_with_state_asks_only_for_what_changed_since():
+def _no_nulls(http, limit=100, ascending=True):
+    """The probes for records without updated_at, answering that each order begins with a dated one."""
+    probes = [NorthpassRequest.people_unfiltered("-updated_at", limit=limit).mock(http, ok(page([person(99)], True)))]
+    if ascending:
+        probes.append(NorthpassRequest.people_unfiltered("updated_at", limit=limit).mock(http, ok(page([person(0)], True))))
+    return probes
+
+
+def test_an_incremental_sync_with_fewer_changes_than_a_page_costs_the_newest_page_and_the_oldest():
     with requests_mock.Mocker() as http:
-        request = NorthpassRequest.people_by_key(_updated(30)).mock(http, ok(page([person(n) for n in range(30, 41)])))
+        newest = NorthpassRequest.people_unfiltered("-updated_at").mock(
+            http, ok(page([person(n) for n in range(40, 20, -1)], True))  # back past the state
+        )
+        oldest = NorthpassRequest.people_unfiltered("updated_at").mock(http, ok(page([person(0)], True)))
         output = _read(state={"people": {"updated_at": _updated(30)}})
 
-    assert request.call_count == 1 and http.call_count == 1
-    assert [r["id"] for r in record_data(output)] == [resource_id("people", n) for n in range(30, 41)]
+    assert newest.call_count == oldest.call_count == 1 and http.call_count == 2
+    assert sorted(r["id"] for r in record_data(output)) == sorted(resource_id("people", n) for n in range(30, 41))
+    assert _states(output)[-1] == _updated(40)
+
+
+def test_an_incremental_sync_with_more_changes_than_a_page_walks_by_key_from_the_state():
+    with requests_mock.Mocker() as http:
+        newest = NorthpassRequest.people_unfiltered("-updated_at", limit=5)
+        newest.mock(http, ok(page([person(n) for n in range(40, 35, -1)], True)))
+        walk = [
+            NorthpassRequest.people_by_key(_updated(30), limit=5).mock(http, ok(page([person(n) for n in range(30, 35)], True))),
+            NorthpassRequest.people_by_key(_updated(34), limit=5).mock(http, ok(page([person(n) for n in range(34, 39)], True))),
+            NorthpassRequest.people_by_key(_updated(38), limit=5).mock(http, ok(page([person(n) for n in range(38, 41)]))),
+        ]
+        oldest = NorthpassRequest.people_unfiltered("updated_at", limit=5).mock(http, ok(page([person(0)], True)))
+        output = _read(state={"people": {"updated_at": _updated(30)}}, page_size=5)
+
+    assert [w.call_count for w in walk] == [1, 1, 1] and oldest.call_count == 1 and http.call_count == 5
+    ids = [r["id"] for r in record_data(output)]
+    assert ids == [resource_id("people", n) for n in range(30, 41)], "in updated_at order, each once"
     assert _states(output)[-1] == _updated(40)
 
 
@@ -41,6 +70,7 @@ def test_state_is_checkpointed_after_every_page_never_ahead_of_emitted_records()
         NorthpassRequest.people_by_key().mock(http, ok(page([person(n) for n in range(100)], True)))
         NorthpassRequest.people_by_key(_updated(99)).mock(http, ok(page([person(n) for n in range(99, 199)], True)))
         NorthpassRequest.people_by_key(_updated(198)).mock(http, ok(page([person(n) for n in range(198, 250)])))
+        _no_nulls(http, ascending=False)  # the walk's own first page is the ascending one
         output = _read()
 
     # (the CDK repeats the final state once more at the end of the stream)
@@ -73,6 +103,7 @@ def test_a_tie_group_larger_than_a_page_is_read_by_id_then_the_walk_goes_on_afte
         tie_request(ids[1]).mock(http, ok(page(by_id[2:4], True)))
         tie_request(ids[3]).mock(http, ok(page(by_id[4:5])))
         NorthpassRequest.people_by_key(T, operator="gt", limit=2).mock(http, ok(page([after])))
+        _no_nulls(http, limit=2, ascending=False)
         output = _read(page_size=2)
 
     emitted = [r["id"] for r in record_data(output)]
@@ -84,6 +115,8 @@ def test_a_tie_group_larger_than_a_page_is_read_by_id_then_the_walk_goes_on_afte
 def test_a_tie_group_is_read_by_page_number_until_a_pass_finds_no_one_new_when_id_paging_is_ignored():
     tied = [person(n, updated_at=T) for n in range(1, 6)]
     with requests_mock.Mocker() as http:
+        NorthpassRequest.people_unfiltered("-updated_at", limit=2).mock(http, ok(page(tied[0:2], True)))
+        NorthpassRequest.people_unfiltered("updated_at", limit=2).mock(http, ok(page([person(0)], True)))
         NorthpassRequest.people_by_key(T, limit=2).mock(http, ok(page(tied[0:2], True)))
         # The server ignores sort=id and filter[id]: same order as before.
         NorthpassRequest("people").with_limit(2).with_page(1).with_sort("id").with_filter("updated_at", "eq", T).mock(
@@ -107,6 +140,7 @@ def test_a_tie_group_is_read_by_page_number_until_a_pass_finds_no_one_new_when_i
 def test_a_server_ignoring_the_filter_is_detected_and_read_whole_with_one_warning():
     everyone = [person(n) for n in range(6)]  # 00:00:00 .. 00:00:05
     with requests_mock.Mocker() as http:
+        NorthpassRequest.people_unfiltered("-updated_at", limit=3).mock(http, ok(page(everyone[5:2:-1], True)))
         NorthpassRequest.people_by_key(_updated(3), limit=3).mock(http, ok(page(everyone[0:3], True)))
         NorthpassRequest.people().with_limit(3).with_page(1).mock(http, ok(page(everyone[0:3], True)))
         NorthpassRequest.people().with_limit(3).with_page(2).mock(http, ok(page(everyone[3:6])))
@@ -150,6 +184,7 @@ def test_a_server_refusing_the_filter_is_read_whole_by_page_number_with_one_warn
     everyone = [person(n) for n in range(6)]
     refused = status(400, {"errors": [{"status": "400", "title": "Filter not allowed", "detail": "updated_at is not allowed."}]})
     with requests_mock.Mocker() as http:
+        NorthpassRequest.people_unfiltered("-updated_at", limit=3).mock(http, ok(page(everyone[5:2:-1], True)))
         keyset = NorthpassRequest.people_by_key(_updated(3), limit=3).mock(http, refused)
         first = NorthpassRequest.people().with_limit(3).with_page(1).mock(http, ok(page(everyone[0:3], True)))
         second = NorthpassRequest.people().with_limit(3).with_page(2).mock(http, ok(page(everyone[3:6])))

@@ -48,7 +48,9 @@ def test_person_course_progresses_in_incremental_ask_only_about_people_changed_s
     progress = {"id": "p1", "type": "course_progresses", "attributes": {"course_id": "c1", "progress": 10, "updated_at": "2024-06-01T00:00:00Z"}}
     state = {"state": {"updated_at": "2024-05-01T00:00:00Z"}, "parent_state": {"people": {"updated_at": since}}, "use_global_cursor": True}
     with requests_mock.Mocker() as http:
-        NorthpassRequest.people_by_key(since).mock(http, ok(page([person(5), person(6)])))
+        # The newest people reach back past the state: the people changed since, in one request.
+        NorthpassRequest.people_unfiltered("-updated_at").mock(http, ok(page([person(6), person(5), person(4)], True)))
+        NorthpassRequest.people_unfiltered("updated_at").mock(http, ok(page([person(0)], True)))  # none undated
         for n in (5, 6):
             NorthpassRequest(f"people/{resource_id('people', n)}/course_progresses").with_limit(100).with_page(1).mock(
                 http, ok(page([progress]))
@@ -56,7 +58,7 @@ def test_person_course_progresses_in_incremental_ask_only_about_people_changed_s
         output = run_read(config(), ["person_course_progresses"], state={"person_course_progresses": state}, sync_mode=SyncMode.incremental)
 
     assert sorted(r["person_id"] for r in record_data(output)) == sorted([resource_id("people", 5), resource_id("people", 6)])
-    assert http.call_count == 3
+    assert http.call_count == 4
 
 
 def test_parent_and_person_ids_stay_strings_even_when_they_look_like_numbers():

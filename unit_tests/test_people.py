@@ -48,9 +48,12 @@ def test_a_walk_without_json_api_links_clamped_below_page_size_goes_on_while_pag
 
 def test_start_date_is_the_first_lower_bound_in_full_refresh():
     with requests_mock.Mocker() as http:
+        # The newest page does not reach back to start_date: the walk starts there.
+        NorthpassRequest.people_unfiltered("-updated_at").mock(http, ok(page([person(2, updated_at="2024-03-01T00:00:00Z")], True)))
         request = NorthpassRequest.people_by_key("2024-01-31T00:00:00Z").mock(
             http, ok(page([person(1, updated_at="2024-02-01T00:00:00Z")]))
         )
+        NorthpassRequest.people_unfiltered("updated_at").mock(http, ok(page([person(0, updated_at="2020-01-01T00:00:00Z")], True)))
         run_read(config(start_date="2024-01-31"), ["people"])
 
     assert request.call_count == 1
