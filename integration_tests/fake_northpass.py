@@ -40,6 +40,8 @@ Server behaviour (``FakeNorthpass``)
     (``people``, ``memberships``: membership rows naming the person, or ``both``), ``forbid()``
     (a list the plan lacks) and ``school.undate()`` (records with a null or no ``updated_at``);
     ``fault_rate`` answers that share of requests with a 5xx or a reset, at random.
+    ``query_cost`` C adds a list page's own query time, as a real API's grows with the list and the
+    page: C seconds per 10,000 records listed plus C per 100 records returned (on top of latency).
 """
 from __future__ import annotations
 
@@ -160,7 +162,9 @@ class School:
     @classmethod
     def generate(cls, people: int = 300, courses: int = 12, enrollments: int = 400, groups: int = 6,
                  learning_paths: int = 3, categories: int = 4, activities_per_course: int = 3,
-                 seed: int = 7) -> "School":
+                 seed: int = 7, recent_share: float = 0.0) -> "School":
+        """A school; ``recent_share`` of its people were updated in the last 90 days of its data, as a
+        school's updates bunch in recent months."""
         school = cls(seed)
         rng = school._rng
         created: dict[str, int] = {}  # epoch of created_at, to keep later dates after it
@@ -220,7 +224,10 @@ class School:
         for _ in range(people):
             c = rng.randint(DATA_START, DATA_END)
             in_groups = rng.sample(group_ids, min(len(group_ids), rng.choice([0, 1, 1, 2])))
-            pid = school._add_person(rng, c, rng.randint(c, DATA_END), in_groups)
+            updated = rng.randint(c, DATA_END)
+            if recent_share and rng.random() < recent_share:
+                updated = rng.randint(max(c, DATA_END - 90 * 86400), DATA_END)
+            pid = school._add_person(rng, c, updated, in_groups)
             created[pid] = c
         person_ids = list(school.people)
 
@@ -701,6 +708,7 @@ class _Reply:
     content_type: str = "application/json"
     headers: dict = field(default_factory=dict)
     list_page: bool = False
+    cost: float = 0.0  # seconds the server spends on the query, slept before answering
 
 
 def _json(status: int, document: dict, **kwargs) -> _Reply:
@@ -782,6 +790,7 @@ class FakeNorthpass:
         self.learning_paths_at = "learning-paths"  # the path spelling served: or "learning_paths", "both"
         self.group_people_at = "both"  # a group's people at /people, /memberships (membership rows) or both
         self.fault_rate = 0.0  # the share of requests answered 500, 502, 503 or a reset, at random
+        self.query_cost = 0.0  # a list page's own time: this many seconds per 10,000 listed + per 100 returned
         self._fault_rng = random.Random(0)
         self.on_request = None  # callable(server, RequestLog), run for each 200 list page
         self.callback_errors: list[BaseException] = []
@@ -900,6 +909,8 @@ class FakeNorthpass:
                 self.on_request(self, entry)
             except Exception as exc:  # noqa: BLE001 - a test's callback must not kill the server
                 self.callback_errors.append(exc)
+        if reply.cost:
+            time.sleep(reply.cost)  # outside every lock, as a database query would be
         self._write(handler, reply)
 
     def _answer(self, handler: _Handler, path: str, query: dict) -> _Reply | None:
@@ -1047,7 +1058,8 @@ class FakeNorthpass:
             links["next"] = self._page_url(path, query, page + 1)
         if page > 1:
             links["prev"] = self._page_url(path, query, page - 1)
-        return _json(200, {"data": data, "links": links}, list_page=True)
+        cost = self.query_cost * (len(records) / 10_000 + len(data) / 100)
+        return _json(200, {"data": data, "links": links}, list_page=True, cost=cost)
 
     def _collection(self, name: str) -> _Collection:
         """The cache of a top-level collection, rebuilt when the school changed. Call holding

@@ -19,6 +19,8 @@ run); the runners take turns, so both see the same machine.
     python scripts/bench.py --repeat 5 --runners main.py   # medians of five runs, one runner
     python scripts/bench.py --jitter 0.015 --limit-after-latency  # requests reach the limiter out of step
     python scripts/bench.py --limiter bucket --burst 2   # a server counting its limit another way
+    python scripts/bench.py --people 30000 --latencies 0.08,0.15,0.3,0.5 --query-cost 0.02 \
+        --recent-share 0.7 --repeat 3 --chart docs/latency.png   # wall/floor against latency
 """
 
 import argparse
@@ -71,7 +73,7 @@ def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[
         args = [*runner_command(runner), "read", "--config", str(paths["config"]), "--catalog", str(paths["catalog"])]
         if "state" in paths:
             args += ["--state", str(paths["state"])]
-        records, states, errors = Counter(), {}, []
+        records, states, errors, people = Counter(), {}, [], []
         cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         process = subprocess.Popen(
@@ -93,7 +95,10 @@ def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[
         reader.join()
         for line in b"".join(chunks).splitlines():
             if line.startswith(b'{"type":"RECORD"'):
-                records[line[37 : line.index(b'"', 37)].decode()] += 1
+                stream = line[37 : line.index(b'"', 37)].decode()
+                records[stream] += 1
+                if stream == "people":
+                    people.append(json.loads(line)["record"]["data"]["id"])
             elif line.startswith(b'{"type":"STATE"'):
                 message = json.loads(line)["state"]
                 states[message["stream"]["stream_descriptor"]["name"]] = message
@@ -101,6 +106,7 @@ def run_read(config: dict, mode: str, state: list = None, runner: str = RUNNERS[
                 errors.append(json.loads(line)["trace"]["error"]["message"])
     return {
         "records": records,
+        "people": people,
         "state": list(states.values()),
         "started": started,
         "ended": started + wall,
@@ -135,16 +141,17 @@ def floor_requests(school: School, page: int, people: int = None) -> int:
         return math.ceil(people / page) + math.ceil(len(school.courses) / page) + per_course
 
 
-def measure(args, people: int, changes: int, runner: str) -> list:
+def measure(args, people: int, changes: int, runner: str, latency: float) -> list:
     school = School.generate(
         people=people, courses=args.courses, enrollments=args.enrollments, groups=1, learning_paths=1,
-        categories=1, activities_per_course=0, seed=args.seed,
+        categories=1, activities_per_course=0, seed=args.seed, recent_share=args.recent_share,
     )
-    latency, limit = (0.0, None) if args.cpu else (args.latency, args.rate_limit)
+    latency, limit = (0.0, None) if args.cpu else (latency, args.rate_limit)
     rows = []
     with FakeNorthpass(school, api_key=API_KEY, max_limit=args.max_limit, rate_limit=limit, latency=latency,
                        jitter=0.0 if args.cpu else args.jitter, limit_after_latency=args.limit_after_latency,
                        limiter=args.limiter, burst=args.burst) as server:
+        server.query_cost = 0.0 if args.cpu else args.query_cost
         config = {
             "api_key": API_KEY,
             "base_url": server.url,
@@ -154,15 +161,15 @@ def measure(args, people: int, changes: int, runner: str) -> list:
         }
         warm_up(server)
         first = run_read(config, "full", runner=runner)
-        rows.append(row("full", server, first, floor_requests(school, min(args.page_size, args.max_limit)), args))
+        everyone = set(school.people)
+        rows.append(row("full", server, first, floor_requests(school, min(args.page_size, args.max_limit)), args, everyone))
         if changes:
-            for _ in range(changes):
-                school.update_person()
+            changed = {school.update_person() for _ in range(changes)}
             warm_up(server)
             server.reset_log()
             second = run_read(config, "incremental", state=first["state"], runner=runner)
             floor = floor_requests(school, min(args.page_size, args.max_limit), people=changes)
-            rows.append(row(f"incremental ({changes} changed)", server, second, floor, args))
+            rows.append(row(f"incremental ({changes} changed)", server, second, floor, args, changed))
     return rows
 
 
@@ -183,7 +190,8 @@ def warm_up(server) -> None:
     server.reset_log()
 
 
-def row(label, server, result, floor_requests_count, args) -> dict:
+def row(label, server, result, floor_requests_count, args, expected: set) -> dict:
+    """One run's figures; `expected`: the people it must emit (missing ones make it not ok)."""
     statuses = Counter(r.status for r in server.requests)
     requests = sum(statuses.values())
     records = sum(result["records"].values())
@@ -205,7 +213,9 @@ def row(label, server, result, floor_requests_count, args) -> dict:
         "records/s": round(records / sync) if sync > 0 else None,
         "cpu_s": round(result["cpu_s"], 2),
         "peak_mb": round(result["peak_mb"]),
-        "ok": result["ok"],
+        "missing": len(expected - set(result["people"])),
+        "dupes": len(result["people"]) - len(set(result["people"])),
+        "ok": result["ok"] and expected <= set(result["people"]),
         "errors": result["errors"][:2],
     }
 
@@ -229,14 +239,17 @@ def median_row(rows) -> dict:
 
 def print_rows(rows, args) -> None:
     mode = "cpu-bound (no latency, no limit)" if args.cpu else (
-        f"latency {args.latency * 1000:.0f} ms" + (f" +- {args.jitter * 1000:.0f} ms" if args.jitter else "")
+        ("latency per row" if args.latencies else f"latency {args.latency * 1000:.0f} ms")
+        + (f" +- {args.jitter * 1000:.0f} ms" if args.jitter else "")
+        + (f", query cost {args.query_cost} s" if args.query_cost else "")
+        + (f", {args.recent_share:.0%} of people updated in the last 90 days" if args.recent_share else "")
         + f", limit {args.rate_limit}/s" + (" checked after the latency" if args.limit_after_latency else "")
         + ("" if args.limiter == "window" else f" ({args.limiter}" + (f", burst {args.burst}" if args.burst else "") + ")")
     )
     print(f"# {mode}, page_size {args.page_size}, server max {args.max_limit}, workers {args.workers}, "
           f"{os.cpu_count()} cores")
-    columns = ["runner", "run", "people", "records", "requests", "429s", "wall_s", "startup_s", "sync_s", "floor_s", "wall/floor",
-               "sync/floor", "records/s", "cpu_s", "peak_mb", "ok"]
+    columns = ["runner", "run", "latency", "people", "records", "missing", "dupes", "requests", "429s", "wall_s", "startup_s",
+               "sync_s", "floor_s", "wall/floor", "sync/floor", "records/s", "cpu_s", "peak_mb", "ok"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for r in rows:
@@ -252,6 +265,24 @@ def chart(rows, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    if len({r["latency"] for r in rows}) > 1:  # wall/floor against latency
+        for runner, line in zip(dict.fromkeys(r["runner"] for r in rows), ("-", ":")):
+            for kind, marker in (("full", "o"), ("incremental", "s")):
+                points = [(r["latency"] * 1000, r["wall/floor"]) for r in rows if r["runner"] == runner and r["run"].startswith(kind)]
+                if points:
+                    axis.plot(*zip(*points), marker=marker, linestyle=line, label=f"{kind} sync, {runner}")
+        axis.axhline(1.0, linestyle="--", color="gray", label="floor (requests / 10 per second)")
+        axis.set_xlabel("latency per request, ms")
+        axis.set_ylabel("wall time / floor")
+        axis.set_title(f"source-northpass: {rows[0]['people']:,} people, wall/floor against latency (10 req/s)")
+        axis.set_ylim(bottom=0.9)
+        axis.grid(alpha=0.3)
+        axis.legend()
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+        print(f"chart written to {path}")
+        return
     for runner, line in zip(dict.fromkeys(r["runner"] for r in rows), ("-", ":")):
         for kind, marker in (("full", "o"), ("incremental", "s")):
             points = [(r["people"], r["wall_s"]) for r in rows if r["runner"] == runner and r["run"].startswith(kind)]
@@ -277,6 +308,11 @@ def main() -> int:
     parser.add_argument("--enrollments", type=int, default=1200)
     parser.add_argument("--changes", type=int, default=100, help="people changed before the incremental sync (0: none)")
     parser.add_argument("--latency", type=float, default=0.08)
+    parser.add_argument("--latencies", help="comma-separated latencies to run one after the other (seconds)")
+    parser.add_argument("--query-cost", type=float, default=0.0,
+                        help="a list page's own time: seconds per 10,000 records listed plus per 100 returned")
+    parser.add_argument("--recent-share", type=float, default=0.0,
+                        help="share of people updated in the school's last 90 days (updates bunch in recent months)")
     parser.add_argument("--jitter", type=float, default=0.0, help="each request's latency uniform in latency +- this")
     parser.add_argument("--limit-after-latency", action="store_true",
                         help="the server checks its rate limit after the latency, so jitter moves arrivals")
@@ -302,17 +338,19 @@ def main() -> int:
     unknown = set(runners) - set(RUNNERS)
     if unknown:
         parser.error(f"unknown runner(s) {sorted(unknown)}: choose from {', '.join(RUNNERS)}")
+    latencies = [float(x) for x in args.latencies.split(",")] if args.latencies else [args.latency]
     rows = []
     for people in sizes:
-        runs = {runner: [] for runner in runners}
-        for _ in range(args.repeat):  # the runners take turns: a slow spell of the machine hits both
+        for latency in latencies:
+            runs = {runner: [] for runner in runners}
+            for _ in range(args.repeat):  # the runners take turns: a slow spell of the machine hits both
+                for runner in runners:
+                    runs[runner].append(measure(args, people, args.changes, runner, latency))
             for runner in runners:
-                runs[runner].append(measure(args, people, args.changes, runner))
-        for runner in runners:
-            for same in zip(*runs[runner]):  # the full sync of each run, then the incremental one
-                r = median_row(same)
-                r["people"], r["runner"] = people, runner
-                rows.append(r)
+                for same in zip(*runs[runner]):  # the full sync of each run, then the incremental one
+                    r = median_row(same)
+                    r["people"], r["runner"], r["latency"] = people, runner, latency
+                    rows.append(r)
     print_rows(rows, args)
     if args.chart:
         chart(rows, args.chart)

@@ -7,13 +7,15 @@ airbyte-cdk. Each docstring names the built-in it stands in for and where that b
 import atexit
 import gc
 import ipaddress
+import copy
 import itertools
 import json
 import logging
+import queue
 import threading
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
@@ -318,6 +320,17 @@ class _ServerIgnoresQuery(Exception):
     """The server answered as if a filter or sort parameter were not there, or refused it."""
 
 
+class _Checkpoint(NamedTuple):  # every record of `walk` updated before `moment` has been yielded
+    walk: Any
+    moment: datetime
+
+
+class _FirstPage(NamedTuple):  # the walk's first page is read: whether it has a next, and its round trip
+    has_next: bool
+    seconds: float
+    filters: dict
+
+
 class _Refused(Exception):
     """A list's first request answered 403 or 404: the account's plan, or the account, lacks it."""
 
@@ -413,6 +426,9 @@ class _KeysetWalk:
         self.nulls: set[str] = set()  # ids of the records without updated_at emitted
         self.records = self.moments = 0  # records read, and how many of them had updated_at
         self.nulls_at_start = False  # the walk's own first page showed where the nulls sort
+        self.keyed = False  # the walk moved by key (else it read pages by number: all of them)
+        self.upper: datetime | None = None  # as one range of several (_ranges): where the next begins
+        self.finished, self.seconds, self.bounds = False, 0.0, threading.Lock()
 
     def _read(self, page: int = 1, **filters: str) -> tuple[list[Record], list[datetime | None], bool]:
         params = {"limit": self.r.limit, "page": page, **filters}
@@ -431,7 +447,7 @@ class _KeysetWalk:
         if response.status_code == 400:
             asked = "&".join(f"{k}={v}" for k, v in filters.items()) or f"page {page} with limit={self.r.limit}"
             raise _ServerIgnoresQuery(f"refused {asked} on stream {self.r.name} (HTTP 400: {_said(response)})")
-        self.answered = True
+        self.answered, self.seconds = True, response.elapsed.total_seconds()
         records = list(self.r.record_selector.select_records(response, {}, self.schema, stream_slice=self.slice))
         moments = [_instant(r.data.get(self.field)) for r in records]
         self.records, self.moments = self.records + len(records), self.moments + sum(m is not None for m in moments)
@@ -488,13 +504,13 @@ class _KeysetWalk:
     def _walk(self) -> Iterator[Any]:
         try:
             if self.lower is None:
-                keyed = yield from self._keyset()
-                if keyed and not self.nulls_at_start:  # else its pages by number held every one
+                yield from self._walked()
+                if self.keyed and not self.nulls_at_start:  # else its pages by number held every one
                     yield from self._nulls(f"-{self.field}")
                 return
             covered, nulls = yield from self._newest_first()
             if not covered and nulls != "all":
-                yield from self._keyset()
+                yield from self._walked()
             if not nulls:  # none at the descending end: the ascending one
                 yield from self._nulls(self.field)
         except _ServerIgnoresQuery as reason:
@@ -519,36 +535,156 @@ class _KeysetWalk:
         nulls = yield from self._nulls(f"-{self.field}", first=(records, moments, has_next))
         return covered, nulls
 
+    def _walked(self) -> Iterator[Any]:
+        """The walk by key (_keyset), as several ranges at once (_ranges) when one chain of requests,
+        a round trip each, is slower than the request budget; its checkpoints as STATE messages."""
+        walk = self._keyset()
+        for item in walk:
+            if isinstance(item, _FirstPage):
+                if item.has_next and item.seconds * float(self.r.config.get("requests_per_second") or 10) >= 1:
+                    yield from self._ranges(walk, item.filters)
+                    return
+            elif isinstance(item, _Checkpoint):
+                yield from self._state(item.moment)
+            else:
+                yield item
+
+    def _state(self, moment: datetime | None) -> Iterator[Any]:
+        if self.checkpoints and moment is not None:
+            state = ConnectorStateManager()
+            state.update_state_for_stream(self.r.name, None, {self.field: _format(moment)})
+            yield state.create_state_message(self.r.name, None)
+
+    SPLIT_PAGES = 50  # a range per this many pages of the list: a probe (a request) per range
+    RANGE_THREADS = 8  # ranges read at once; all streams together stay under requests_per_second
+
+    def _ranges(self, walk: Iterator[Any], filters: dict) -> Iterator[Any]:
+        """The rest of the walk as disjoint ranges of updated_at, each read by key in a thread of its
+        own. Split where the data is, not by the calendar: page 1 + k * SPLIT_PAGES of the walk's first
+        query (asked by number: a guess only) names the updated_at where range k begins; each range
+        ends (exclusive) where the next begins, the last is open. A STATE says how far the first
+        unfinished range has come: a killed sync reads the unfinished ranges again."""
+        out: queue.Queue = queue.Queue(maxsize=4 * self.RANGE_THREADS)
+        stop, parts, pending, running = threading.Event(), [self], [], set()
+
+        def put(item: Any) -> None:
+            while not stop.is_set():
+                try:
+                    return out.put(item, timeout=0.5)
+                except queue.Full:
+                    continue
+
+        def read(part: _KeysetWalk, items: Iterator[Any]) -> None:
+            try:
+                for item in items:
+                    put(item)
+                    if stop.is_set():
+                        return
+            except BaseException as error:  # noqa: BLE001 - raised again by the reader below
+                put(error)
+            put(("done", part))
+
+        def start(part: _KeysetWalk, items: Iterator[Any]) -> None:
+            running.add(part)
+            threading.Thread(target=read, args=(part, items), daemon=True, name=f"{self.r.name} range").start()
+
+        def split() -> Iterator[Any]:  # the probes, run as one more reader
+            previous = None
+            for k in itertools.count(1):
+                records, moments, _ = self._read(1 + k * self.SPLIT_PAGES, **filters)
+                begins = next(((r, m) for r, m in zip(records, moments) if m is not None), None)
+                if begins is None:
+                    if records:
+                        continue  # a page without updated_at: further on
+                    return  # past the end of the list
+                if previous is not None and begins[1] <= previous:
+                    return  # `page` not honoured (or one second filling SPLIT_PAGES pages): no more ranges
+                previous = begins[1]
+                with self.bounds:
+                    tail = parts[-1]
+                    if tail.finished:
+                        return
+                    if tail.lower_instant is not None and begins[1] <= tail.lower_instant:
+                        continue  # the last range has read past it already
+                    part = copy.copy(self)
+                    part.lower, part.lower_instant, part.operator = begins[0].data[self.field], begins[1], "gteq"
+                    part.boundary_ids, part.upper, part.finished = set(), None, False
+                    tail.upper = begins[1]
+                    parts.append(part)
+                    starts[id(part)] = begins[1]
+                yield ("range", part)
+
+        starts = {id(self): self.lower_instant}  # where each range began: all before it is read
+        progress: dict = {}  # how far each range's yielded records go (a _Checkpoint), or "done"
+        start(self, walk)
+        start(None, split())
+        reported = None
+        try:
+            while running:
+                item = out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, tuple) and item[0] == "range":
+                    pending.append(item[1])
+                elif isinstance(item, tuple) and item[0] == "done":
+                    running.discard(item[1])
+                    progress[id(item[1])] = "done"
+                elif isinstance(item, _Checkpoint):
+                    progress[id(item.walk)] = item.moment
+                elif not isinstance(item, _FirstPage):
+                    yield item
+                    continue
+                while pending and len(running) < self.RANGE_THREADS + 1:
+                    part = pending.pop(0)
+                    start(part, part._keyset())
+                with self.bounds:
+                    unfinished = (p for p in parts if progress.get(id(p)) != "done")
+                    frontier = next((progress.get(id(p), starts[id(p)]) for p in unfinished), None)
+                if frontier is not None and frontier != reported:
+                    reported = frontier
+                    yield from self._state(frontier)
+        finally:
+            stop.set()
+
     def _keyset(self) -> Iterator[Any]:
-        """The walk by key; returns whether it moved by key at all (else it read pages by number)."""
-        page, guard, keyed = 1, _RepeatedPageGuard(), False
+        """The walk by key, up to `upper` (exclusive) as one range of several. Yields records, a
+        _FirstPage after its first, and a _Checkpoint after each page that moves it on."""
+        page, guard, first = 1, _RepeatedPageGuard(), True
         while True:
             filters = {"sort": self.field}
             if self.lower is not None:
                 filters[f"filter[{self.field}][{self.operator}]"] = self.lower
             records, moments, has_next = self._read(page, **filters)
             self._verify(moments)
-            if page == 1 and self.lower is None and moments:
+            if first and self.lower is None and moments:
                 self.nulls_at_start = moments[0] is None
-            yield from self._new(records, moments)
+            with self.bounds:  # _ranges may end this range (`upper`) while the page is decided
+                if self.upper is not None and any(m is not None and m >= self.upper for m in moments):
+                    kept = [(r, m) for r, m in zip(records, moments) if m is None or m < self.upper]
+                    records, moments, has_next = [r for r, _ in kept], [m for _, m in kept], False
+                emitted = list(self._new(records, moments))  # against the bounds before this page
+                known = [i for i, m in enumerate(moments) if m is not None]
+                last = known[-1] if known else None
+                moves = has_next and last is not None and (self.lower_instant is None or moments[last] > self.lower_instant)
+                if moves:
+                    self.lower, self.lower_instant, self.operator = records[last].data[self.field], moments[last], "gteq"
+                    self.boundary_ids = {str(r.data.get("id")) for r, m in zip(records, moments) if m == moments[last]}
+                self.finished = not has_next
+            yield from emitted
+            if first:
+                first = False
+                yield _FirstPage(has_next, self.seconds, filters)
             if not has_next:
-                return keyed
+                return
             if not records:
                 raise _ServerIgnoresQuery(f"returned an empty page with a next one on stream {self.r.name}")
-            known = [i for i, m in enumerate(moments) if m is not None]
-            if not known:  # a whole page without updated_at (they sort first): the next page by number
+            if last is None:  # a whole page without updated_at (they sort first): the next page by number
                 if not guard.is_repeat(tuple(r.data.get("id") for r in records), page, f"stream {self.r.name}"):
                     page += 1
                 continue
-            last = known[-1]
-            page, guard, keyed = 1, _RepeatedPageGuard(), True
-            if self.lower_instant is None or moments[last] > self.lower_instant:
-                self.lower, self.lower_instant, self.operator = records[last].data[self.field], moments[last], "gteq"
-                self.boundary_ids = {str(r.data.get("id")) for r, m in zip(records, moments) if m == moments[last]}
-                if self.checkpoints:
-                    state = ConnectorStateManager()
-                    state.update_state_for_stream(self.r.name, None, {self.field: _format(self.lower_instant)})
-                    yield state.create_state_message(self.r.name, None)
+            page, guard, self.keyed = 1, _RepeatedPageGuard(), True
+            if moves:
+                yield _Checkpoint(self, self.lower_instant)
                 continue
             # A full page at one timestamp: read that tie group, then go on strictly after it.
             yield from self._tie_group({str(r.data.get("id")) for r in records} | self.boundary_ids)
