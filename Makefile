@@ -4,11 +4,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYAIRBYTE_VENV := .venv-pyairbyte
 
-.PHONY: install demo test test-unit test-integration test-pyairbyte bench bench-cpu bench-chart clean
+.PHONY: install demo test test-unit test-integration test-pyairbyte bench bench-cpu bench-chart bench-latency clean
 
-# `make bench PEOPLE=10000 LATENCY=0.08 CHANGES=100 REPEAT=5` (REPEAT: runs; the table shows medians)
+# `make bench PEOPLE=30000 LATENCY=0.3 QUERY_COST=0.02 RECENT_SHARE=0.7 CHANGES=100 REPEAT=3`
+# (QUERY_COST: the server's own time per page, growing with the list; RECENT_SHARE: people updated
+# in the last 90 days; REPEAT: runs, the table shows medians)
 PEOPLE ?= 3000
 LATENCY ?= 0.08
+QUERY_COST ?= 0
+RECENT_SHARE ?= 0
 CHANGES ?= 100
 REPEAT ?= 1
 
@@ -46,13 +50,19 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	touch $@
 
 bench: install
-	$(PY) scripts/bench.py --people $(PEOPLE) --latency $(LATENCY) --changes $(CHANGES) --repeat $(REPEAT)
+	$(PY) scripts/bench.py --people $(PEOPLE) --latency $(LATENCY) --query-cost $(QUERY_COST) \
+		--recent-share $(RECENT_SHARE) --changes $(CHANGES) --repeat $(REPEAT)
 
 bench-cpu: install
 	$(PY) scripts/bench.py --cpu --people 40000 --changes 0 --repeat $(REPEAT)
 
 bench-chart: $(VENV)/.bench-installed
 	$(PY) scripts/bench.py --sizes 1000,3000,10000,30000 --changes 100 --repeat 3 --chart docs/bench.png
+
+# wall/floor against latency, 30,000 people whose updates bunch in recent months (docs/benchmarks.md)
+bench-latency: $(VENV)/.bench-installed
+	$(PY) scripts/bench.py --people 30000 --latencies 0.08,0.15,0.3,0.5 --query-cost 0.02 --recent-share 0.7 \
+		--changes 100 --repeat 3 --chart docs/latency.png
 
 clean:
 	rm -rf $(VENV) $(PYAIRBYTE_VENV) .pytest_cache *.egg-info integration_tests/.generated .tmp build

@@ -90,7 +90,7 @@ class _ThisSync:
 
         def spelled(spelling: str) -> StreamSlice:
             partition = {**stream_slice.partition, key: spelling}
-            return StreamSlice(partition=partition, cursor_slice=stream_slice.cursor_slice)
+            return StreamSlice(partition=partition, cursor_slice=stream_slice.cursor_slice, extra_fields=stream_slice.extra_fields)
 
         if key is None:
             return send(stream_slice)
@@ -418,6 +418,7 @@ class _KeysetWalk:
         if self.lower_instant is not None and self.lower_instant <= datetime(1970, 1, 1, tzinfo=timezone.utc):
             self.lower_instant = None  # the cursor's "beginning of time": no filter at all
         self.lower = _format(self.lower_instant) if self.lower_instant else None
+        self.start_instant = self.lower_instant  # where this read begins: a scan falls back to it
         self.boundary_ids: set[str] = set()  # emitted at the boundary second: the next request repeats them
         self.operator = "gteq"
         self.fullest = 0  # the walk's largest page: the server's page size, should it clamp `limit`
@@ -428,6 +429,7 @@ class _KeysetWalk:
         self.nulls_at_start = False  # the walk's own first page showed where the nulls sort
         self.keyed = False  # the walk moved by key (else it read pages by number: all of them)
         self.upper: datetime | None = None  # as one range of several (_ranges): where the next begins
+        self.given: tuple | None = None  # as one of the later ranges: its first page, the probe's
         self.finished, self.seconds, self.bounds = False, 0.0, threading.Lock()
 
     def _read(self, page: int = 1, **filters: str) -> tuple[list[Record], list[datetime | None], bool]:
@@ -506,7 +508,7 @@ class _KeysetWalk:
             if self.lower is None:
                 yield from self._walked()
                 if self.keyed and not self.nulls_at_start:  # else its pages by number held every one
-                    yield from self._nulls(f"-{self.field}")
+                    yield from self._nulls(f"-{self.field}", newest=self.lower_instant)
                 return
             covered, nulls = yield from self._newest_first()
             if not covered and nulls != "all":
@@ -515,6 +517,7 @@ class _KeysetWalk:
                 yield from self._nulls(self.field)
         except _ServerIgnoresQuery as reason:
             logger.warning(f"Stream {self.r.name}: Northpass {reason}; reading the whole list page by page instead.")
+            self.lower_instant, self.operator, self.boundary_ids = self.start_instant, "gteq", set()
             try:  # no filter or sort relied upon; no checkpoints: the order is unknown
                 for records, moments in self._pages():
                     yield from self._new(records, moments)
@@ -527,13 +530,13 @@ class _KeysetWalk:
         the descending end's look for records without updated_at. Returns (covered, what _nulls found)."""
         records, moments, has_next = self._read(sort=f"-{self.field}")
         known = [m for m in moments if m is not None]
-        if known != sorted(known, reverse=True):
-            raise _ServerIgnoresQuery(f"ignored sort=-{self.field} on stream {self.r.name}")
-        covered = not has_next or bool(known and known[-1] < self.lower_instant)
+        # Covered: the page reaches from at or above the bound (the record that set a state is still
+        # there, or newer) to below it, in descending order (_nulls checks it), or is the whole list.
+        covered = not has_next or bool(known and known[0] >= self.lower_instant > known[-1])
+        nulls = yield from self._nulls(f"-{self.field}", first=(records, moments, has_next))
         if covered:
             yield from self._new(records, moments)
-        nulls = yield from self._nulls(f"-{self.field}", first=(records, moments, has_next))
-        return covered, nulls
+        return covered, nulls or not has_next
 
     def _walked(self) -> Iterator[Any]:
         """The walk by key (_keyset), as several ranges at once (_ranges) when one chain of requests,
@@ -561,8 +564,9 @@ class _KeysetWalk:
     def _ranges(self, walk: Iterator[Any], filters: dict) -> Iterator[Any]:
         """The rest of the walk as disjoint ranges of updated_at, each read by key in a thread of its
         own. Split where the data is, not by the calendar: page 1 + k * SPLIT_PAGES of the walk's first
-        query (asked by number: a guess only) names the updated_at where range k begins; each range
-        ends (exclusive) where the next begins, the last is open. A STATE says how far the first
+        query, asked by number, is range k's first page: it holds every record after its first one's
+        updated_at T up to its last (as any page of one order does), so range k starts after T and the
+        range before ends at T, inclusive. The last range is open. A STATE says how far the first
         unfinished range has come: a killed sync reads the unfinished ranges again."""
         out: queue.Queue = queue.Queue(maxsize=4 * self.RANGE_THREADS)
         stop, parts, pending, running = threading.Event(), [self], [], set()
@@ -591,7 +595,7 @@ class _KeysetWalk:
         def split() -> Iterator[Any]:  # the probes, run as one more reader
             previous = None
             for k in itertools.count(1):
-                records, moments, _ = self._read(1 + k * self.SPLIT_PAGES, **filters)
+                records, moments, has_next = self._read(1 + k * self.SPLIT_PAGES, **filters)
                 begins = next(((r, m) for r, m in zip(records, moments) if m is not None), None)
                 if begins is None:
                     if records:
@@ -604,17 +608,18 @@ class _KeysetWalk:
                     tail = parts[-1]
                     if tail.finished:
                         return
-                    if tail.lower_instant is not None and begins[1] <= tail.lower_instant:
+                    if tail.lower_instant is not None and begins[1] < tail.lower_instant:
                         continue  # the last range has read past it already
                     part = copy.copy(self)
-                    part.lower, part.lower_instant, part.operator = begins[0].data[self.field], begins[1], "gteq"
+                    part.lower, part.lower_instant, part.operator = begins[0].data[self.field], begins[1], "gt"
                     part.boundary_ids, part.upper, part.finished = set(), None, False
+                    part.given = (records, moments, has_next)
                     tail.upper = begins[1]
                     parts.append(part)
                     starts[id(part)] = begins[1]
                 yield ("range", part)
 
-        starts = {id(self): self.lower_instant}  # where each range began: all before it is read
+        starts = {id(self): self.start_instant}  # where each range began: all before it is read
         progress: dict = {}  # how far each range's yielded records go (a _Checkpoint), or "done"
         start(self, walk)
         start(None, split())
@@ -636,7 +641,7 @@ class _KeysetWalk:
                     continue
                 while pending and len(running) < self.RANGE_THREADS + 1:
                     part = pending.pop(0)
-                    start(part, part._keyset())
+                    start(part, part._keyset(part.given))
                 with self.bounds:
                     unfinished = (p for p in parts if progress.get(id(p)) != "done")
                     frontier = next((progress.get(id(p), starts[id(p)]) for p in unfinished), None)
@@ -646,21 +651,28 @@ class _KeysetWalk:
         finally:
             stop.set()
 
-    def _keyset(self) -> Iterator[Any]:
-        """The walk by key, up to `upper` (exclusive) as one range of several. Yields records, a
-        _FirstPage after its first, and a _Checkpoint after each page that moves it on."""
-        page, guard, first = 1, _RepeatedPageGuard(), True
+    def _keyset(self, given: tuple | None = None) -> Iterator[Any]:
+        """The walk by key, up to `upper` (inclusive) as one range of several, whose first page may be
+        `given`. Yields records, a _FirstPage after its first, a _Checkpoint after each that moves it on."""
+        page, guard, first, verified = 1, _RepeatedPageGuard(), True, None
         while True:
             filters = {"sort": self.field}
             if self.lower is not None:
                 filters[f"filter[{self.field}][{self.operator}]"] = self.lower
-            records, moments, has_next = self._read(page, **filters)
-            self._verify(moments)
+            if given:  # a probe's page (_ranges), from this range's first record: in order, or not trusted
+                (records, moments, has_next), given = given, None
+                self._check_order(moments, self.field, lead=False, newest=None)
+            else:
+                records, moments, has_next = self._read(page, **filters)
+                self._verify(moments)
+            if verified is not None:  # the page before is a checkpoint once this one honours its filter
+                yield verified
+                verified = None
             if first and self.lower is None and moments:
                 self.nulls_at_start = moments[0] is None
             with self.bounds:  # _ranges may end this range (`upper`) while the page is decided
-                if self.upper is not None and any(m is not None and m >= self.upper for m in moments):
-                    kept = [(r, m) for r, m in zip(records, moments) if m is None or m < self.upper]
+                if self.upper is not None and any(m is not None and m > self.upper for m in moments):
+                    kept = [(r, m) for r, m in zip(records, moments) if m is None or m <= self.upper]
                     records, moments, has_next = [r for r, _ in kept], [m for _, m in kept], False
                 emitted = list(self._new(records, moments))  # against the bounds before this page
                 known = [i for i, m in enumerate(moments) if m is not None]
@@ -684,13 +696,13 @@ class _KeysetWalk:
                 continue
             page, guard, self.keyed = 1, _RepeatedPageGuard(), True
             if moves:
-                yield _Checkpoint(self, self.lower_instant)
+                verified = _Checkpoint(self, self.lower_instant)
                 continue
             # A full page at one timestamp: read that tie group, then go on strictly after it.
             yield from self._tie_group({str(r.data.get("id")) for r in records} | self.boundary_ids)
             self.operator, self.boundary_ids = "gt", set()
 
-    def _nulls(self, sort: str, first: tuple | None = None) -> Iterator[Any]:
+    def _nulls(self, sort: str, first: tuple | None = None, newest: datetime | None = None) -> Iterator[Any]:
         """Records whose updated_at is null or absent, which no filter matches: a sort puts them at one
         end (last ascending in Postgres, first in MySQL), so the first page of an order shows them.
         Emits those at the start of `sort` (`first`: its page 1, read, and whether it has a next),
@@ -701,6 +713,7 @@ class _KeysetWalk:
         else:
             pages = itertools.chain([first[:2]], self._pages(2, sort=sort) if first[2] else ())
         for index, (records, moments) in enumerate(pages):
+            self._check_order(moments, sort, lead=index > 0 or bool(moments and moments[0] is None), newest=newest)
             nulls = [r for r, m in zip(records, moments) if m is None]
             yield from self._new(nulls, [None] * len(nulls))
             if index == 0 and moments and moments[0] is not None:
@@ -708,6 +721,17 @@ class _KeysetWalk:
             if not moments or moments[-1] is not None:
                 return True
         return "all"
+
+    def _check_order(self, moments: list, sort: str, lead: bool, newest: datetime | None) -> None:
+        """An unfiltered page of `sort` holds its records without updated_at at one end (the start,
+        when they `lead` the order) and the others in order; descending, from at least `newest` (the
+        walk's last, as records only get newer). Otherwise the server ignores the sort."""
+        known = [m for m in moments if m is not None]
+        nulls = [None] * (len(moments) - len(known))
+        descending = sort.startswith("-")
+        shape = [*nulls, *known] if lead else [*known, *nulls]
+        if moments != shape or known != sorted(known, reverse=descending) or bool(descending and newest and known and known[0] < newest):
+            raise _ServerIgnoresQuery(f"ignored sort={sort} on stream {self.r.name}")
 
     def _verify(self, moments: list[datetime | None]) -> None:
         known = [m for m in moments if m is not None]

@@ -268,3 +268,80 @@ def test_a_full_refresh_of_a_list_without_updated_at_reads_it_whole_once():
     assert [r["id"] for r in record_data(output)] == ["c0", "c1", "c2"]
     assert walk.call_count == 1 and http.call_count == 1
     assert len(_warnings(output, "categories", "none of its records carries updated_at")) == 1
+
+
+# ----------------------------------------------------------------------------- orders the server does not keep
+
+
+def test_a_server_ignoring_the_descending_sort_is_read_whole_not_trusted():
+    """Pages that cannot be one end of the order (a dated record before an undated one, after undated
+    ones lead) mean the sort is ignored: the list is read whole, nothing taken on trust."""
+    saved = person(5)["attributes"]["updated_at"]
+    newest_first = NorthpassRequest.people_unfiltered("-updated_at", limit=2)
+    with requests_mock.Mocker() as http:
+        newest_first.mock(http, ok(page([_undated(8), _undated(9)], True)))
+        NorthpassRequest.people_unfiltered("-updated_at", page=2, limit=2).mock(http, ok(page([person(6), _undated(7)])))
+        NorthpassRequest.people().with_limit(2).with_page(1).mock(http, ok(page([_undated(8), _undated(9)], True)))
+        NorthpassRequest.people().with_limit(2).with_page(2).mock(http, ok(page([person(6), _undated(7)])))
+        output = run_read(config(page_size=2), ["people"], state={"people": {"updated_at": saved}}, sync_mode=SyncMode.incremental)
+
+    assert sorted(r["id"] for r in record_data(output)) == sorted(resource_id("people", n) for n in (6, 7, 8, 9))
+    assert len(_warnings(output, "ignored sort=-updated_at", "reading the whole list")) == 1
+
+
+def test_a_newest_page_that_does_not_reach_the_state_is_not_taken_for_the_changes():
+    saved = person(5)["attributes"]["updated_at"]
+    with requests_mock.Mocker() as http:
+        NorthpassRequest.people_unfiltered("-updated_at", limit=2).mock(http, ok(page([_undated(8), person(1)], True)))
+        walk = _first_page("people", limit=2).with_filter("updated_at", "gteq", saved).mock(http, ok(page([person(6), person(7)])))
+        output = run_read(config(page_size=2), ["people"], state={"people": {"updated_at": saved}}, sync_mode=SyncMode.incremental)
+
+    assert sorted(r["id"] for r in record_data(output)) == sorted(resource_id("people", n) for n in (6, 7, 8))
+    assert walk.call_count == 1
+
+
+def test_a_full_refresh_whose_descending_page_is_older_than_the_walk_reads_the_list_whole():
+    """The newest page cannot begin below what the walk has seen: the server ignores the minus."""
+    with requests_mock.Mocker() as http:
+        _first_page("people", limit=2).mock(http, ok(page([person(1), person(2)], True)))
+        after = person(2)["attributes"]["updated_at"]
+        _first_page("people", limit=2).with_filter("updated_at", "gteq", after).mock(http, ok(page([person(2), person(3)])))
+        NorthpassRequest.people_unfiltered("-updated_at", limit=2).mock(http, ok(page([person(1), person(2)], True)))
+        scan = [NorthpassRequest.people().with_limit(2).with_page(n) for n in (1, 2, 3)]
+        for request, (records, more) in zip(scan, [([1, 2], True), ([3, 8], True), ([9], False)]):
+            request.mock(http, ok(page([person(n) if n < 8 else _undated(n) for n in records], more)))
+        output = run_read(config(page_size=2), ["people"])
+
+    ids = {r["id"] for r in record_data(output)}
+    assert ids == {resource_id("people", n) for n in (1, 2, 3, 8, 9)}
+
+
+def test_no_state_is_given_before_the_next_page_proves_the_filter_honoured():
+    """Page 1 of a server ignoring filter and sort may look ordered; its checkpoint waits for page 2."""
+    default_order = [person(1), person(5), person(3)]
+    with requests_mock.Mocker() as http:
+        _first_page("people", limit=2).mock(http, ok(page(default_order[:2], True)))
+        later = person(5)["attributes"]["updated_at"]
+        _first_page("people", limit=2).with_filter("updated_at", "gteq", later).mock(http, ok(page(default_order[:2], True)))
+        NorthpassRequest.people().with_limit(2).with_page(1).mock(http, ok(page(default_order[:2], True)))
+        NorthpassRequest.people().with_limit(2).with_page(2).mock(http, ok(page(default_order[2:])))
+        output = run_read(config(page_size=2), ["people"], sync_mode=SyncMode.incremental)
+
+    emitted = set()
+    for message in output.records_and_state_messages:
+        if message.record:
+            emitted.add(message.record.data["updated_at"])
+        else:
+            state = message.state.stream.stream_state.updated_at
+            assert {p["attributes"]["updated_at"] for p in default_order if p["attributes"]["updated_at"] < state} <= emitted
+    assert len(emitted) == 3
+
+
+def test_a_newest_page_holding_the_whole_list_is_the_whole_read():
+    saved = person(5)["attributes"]["updated_at"]
+    with requests_mock.Mocker() as http:
+        NorthpassRequest.people_unfiltered("-updated_at").mock(http, ok(page([person(7), person(6), person(1), _undated(9)])))
+        output = run_read(config(), ["people"], state={"people": {"updated_at": saved}}, sync_mode=SyncMode.incremental)
+
+    assert sorted(r["id"] for r in record_data(output)) == sorted(resource_id("people", n) for n in (6, 7, 9))
+    assert http.call_count == 1
