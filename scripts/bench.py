@@ -276,23 +276,17 @@ def chart(rows, path: Path) -> None:
         axis.set_ylabel("wall time / floor")
         axis.set_title(f"source-northpass: {rows[0]['people']:,} people, wall/floor against latency (10 req/s)")
         axis.set_ylim(bottom=0.9)
-        axis.grid(alpha=0.3)
-        axis.legend()
-        figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path)
-        print(f"chart written to {path}")
-        return
-    for runner, line in zip(dict.fromkeys(r["runner"] for r in rows), ("-", ":")):
-        for kind, marker in (("full", "o"), ("incremental", "s")):
-            points = [(r["people"], r["wall_s"]) for r in rows if r["runner"] == runner and r["run"].startswith(kind)]
-            if points:
-                axis.plot(*zip(*points), marker=marker, linestyle=line, label=f"{kind} sync, {runner} (wall)")
-    floors = sorted({(r["people"], r["floor_s"]) for r in rows if r["run"].startswith("full")})
-    axis.plot(*zip(*floors), linestyle="--", color="gray", label="floor of a full sync")
-    axis.set_xlabel("people in the school (40 courses, 1,200 enrollments)")
-    axis.set_ylabel("seconds")
-    axis.set_title("source-northpass: sync time against school size (80 ms latency, 10 req/s)")
+    else:  # wall time against school size
+        for runner, line in zip(dict.fromkeys(r["runner"] for r in rows), ("-", ":")):
+            for kind, marker in (("full", "o"), ("incremental", "s")):
+                points = [(r["people"], r["wall_s"]) for r in rows if r["runner"] == runner and r["run"].startswith(kind)]
+                if points:
+                    axis.plot(*zip(*points), marker=marker, linestyle=line, label=f"{kind} sync, {runner} (wall)")
+        floors = sorted({(r["people"], r["floor_s"]) for r in rows if r["run"].startswith("full")})
+        axis.plot(*zip(*floors), linestyle="--", color="gray", label="floor of a full sync")
+        axis.set_xlabel("people in the school (40 courses, 1,200 enrollments)")
+        axis.set_ylabel("seconds")
+        axis.set_title("source-northpass: sync time against school size (80 ms latency, 10 req/s)")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
