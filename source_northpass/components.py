@@ -389,6 +389,8 @@ class UpdatedAtKeysetRetriever(SimpleRetriever):
     `start_time` (state, else start_date), or in full refresh at start_date or the beginning.
     Records without `updated_at`, which no filter matches, are found at one end of the order (_nulls).
     A first request answered 403 or 404 skips the stream with one warning (skip_unavailable_streams).
+    When a round trip is slower than the request budget, a big list is read as several ranges at once
+    (_ranges) within this one partition: CDK partitions would need calendar slices or per-partition state.
     """
 
     cursor_field: str = "updated_at"
