@@ -5,16 +5,26 @@ process by ``make demo`` and the benchmark (``python -m integration_tests.fake_n
 Everything is deterministic for a given seed.
 
 Data (``School``)
-    ``school.people``, ``.courses``, ``.groups``, ``.learning_paths``, ``.categories``:
+    ``school.people``, ``.courses``, ``.groups``, ``.learning_paths``, ``.categories``, ``.quizzes``:
     dict id -> stored resource. Nested lists: ``school.enrollments[course_id]``,
     ``.activities[course_id]``, ``.learning_path_enrollments[learning_path_id]``,
-    ``.course_progresses[person_id]`` (lists of stored resources) and
+    ``.course_progresses[person_id]``, ``.transcripts[person_id]`` (lists of stored resources) and
     ``.course_properties[course_id]`` (attributes dict, or None: that course answers 403).
     A stored resource is ``{"id", "type", "attributes", "relationships", "links"}`` whose
-    ``links.self`` is a path; the server makes it absolute. Hold ``school.lock`` to read
-    while a server runs. ``school.clock`` is an epoch second after all generated data.
-    Every mutation method bumps ``school.version``; the server caches the sorted top-level
-    lists per version, so after editing records directly call ``school.touch()``.
+    ``links.self`` is a path; the server makes it absolute and serves other links as they are (a
+    completed transcript item's ``certificate``). A transcript has an item per course and learning
+    path enrollment; one learner took a course twice (``attempt_number`` 2). ``school.events``, the
+    activity feed, is a list of ``{"type", "attributes": {"created_at"}, "relationships": {"person",
+    "activity"}}`` (no id, no links): ``events`` over the data's years, among them (from 20) two pairs
+    of exact duplicates, and ``event_burst`` more in one second. ``/v2/properties/courses`` lists each
+    readable course's properties with its ``course_versions[course_id]`` (``version_number``,
+    ``npcu``), then ``school.archived_course_properties`` (rows of versions ``/v2/courses`` does not list).
+    Hold ``school.lock`` to read while a server runs. ``school.clock`` is an epoch second after all
+    generated data. Every mutation method bumps ``school.version``; the server caches the sorted
+    top-level lists per version, so after editing records directly call ``school.touch()``.
+    ``add_events()`` appends events (at tick()s by default); ``complete()`` completes a course in a
+    transcript and adds its event, leaving the person's ``updated_at`` as it was. Kinds added after
+    the first ones draw from generators of their own: what a seed generated before never changes.
 
 Server behaviour (``FakeNorthpass``)
     Order of checks per request: rate limit (429), ``latency`` sleep, method (405),
@@ -27,8 +37,11 @@ Server behaviour (``FakeNorthpass``)
     on each whole second) or ``bucket`` (a token bucket refilled at ``rate_limit`` per second
     holding at most ``burst`` tokens; ``burst`` 1 is a strict one-request-per-interval limiter).
     Default order of every list: ``created_at`` ascending, then ``id``; resources without
-    ``created_at`` use ``enrolled_at`` (enrollments, learning path enrollments) or
-    ``started_at`` (course progresses). In any sort, nulls come first ascending.
+    ``created_at`` use ``enrolled_at`` (enrollments, learning path enrollments, transcripts) or
+    ``started_at`` (course progresses); events list newest first (``-created_at``). Records
+    without an id tie in the order they were added, the last first when the sort's first key
+    descends: the default order of events is ``sort=created_at`` reversed. In any sort, nulls come
+    first ascending.
     ``cont`` (and a bare ``filter[attr]=x``) is case-insensitive; an unknown predicate is a
     400, an unknown attribute is ignored. Numbers compare as numbers, everything else as
     strings. ``GET /_stats`` needs no key, is not rate limited and is not logged.
@@ -38,7 +51,9 @@ Server behaviour (``FakeNorthpass``)
     last ascending, first descending, as Postgres does), ``learning_paths_at`` (``learning-paths``,
     the default, ``learning_paths`` or ``both``; the other spelling is a 404), ``group_people_at``
     (``people``, ``memberships``: membership rows naming the person, or ``both``), ``forbid()``
-    (a list the plan lacks) and ``school.undate()`` (records with a null or no ``updated_at``);
+    (a list the plan lacks), ``school.undate()`` (records with a null or no ``updated_at``),
+    ``properties_list`` (False: ``/v2/properties/courses`` is a 404, only the per-course endpoint
+    answers) and ``course_progresses_at`` (False: every ``/v2/people/{id}/course_progresses`` is a 404);
     ``fault_rate`` answers that share of requests with a 5xx or a reset, at random.
     ``query_cost`` C adds a list page's own query time, as a real API's grows with the list and the
     page: C seconds per 10,000 records listed plus C per 100 records returned (on top of latency).
@@ -47,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import copy
 import hmac
 import json
 import os
@@ -81,6 +97,9 @@ GROUP_NAMES = ["Sales", "Support", "Engineering", "Partners", "Customers EMEA", 
 CATEGORY_NAMES = ["Getting Started", "Compliance", "Product", "Soft Skills", "Technical", "Certification"]
 PATH_NAMES = ["New Hire", "Partner Certification", "Admin Track", "Sales Enablement", "Support Academy"]
 ACTIVITY_TYPES = ["video", "quiz", "text", "scorm", "assignment"]
+QUIZ_TYPES = {"graded": "Final exam", "survey": "Feedback survey", "knowledge_check": "Knowledge check"}
+EVENT_TYPES = ["learner_viewed_activity_events", "learner_completed_activity_events",
+               "learner_started_course_events", "learner_completed_course_events"]
 
 
 def iso(seconds: int) -> str:
@@ -125,8 +144,51 @@ def _progress(rng: random.Random) -> int:
     return 0 if roll < 0.3 else 100 if roll < 0.6 else rng.randint(1, 99)
 
 
-def _status(progress: int) -> str:
-    return "not_started" if progress == 0 else "completed" if progress == 100 else "in_progress"
+def _status(progress: int, zero: str = "not_started") -> str:
+    return zero if progress == 0 else "completed" if progress == 100 else "in_progress"
+
+
+def _course_properties(rng: random.Random) -> dict:
+    return {"credit_value": round(rng.uniform(0.5, 10.0), 1),
+            "properties": {"level": rng.choice(["beginner", "intermediate", "advanced"]),
+                           "duration_minutes": rng.randint(10, 240),
+                           "language": rng.choice(["en", "de", "fr", "es"])}}
+
+
+def _property_row(course_id: str, attributes: dict) -> dict:
+    """A row of /v2/properties/courses: one course version's properties (no relationships, no links)."""
+    rid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"course_properties/{course_id}/{attributes['version_number']}"))
+    return {"id": rid, "type": "course_properties", "attributes": {"course_id": course_id, **attributes}}
+
+
+def _event(rng: random.Random, pid: str, activities: list, at: str, type_: str | None = None) -> dict:
+    """A record of /v2/events: no id, no links. ``type_`` (default: random) by ``pid`` on one of ``activities``."""
+    aid = rng.choice(activities) if activities else None
+    return {"type": type_ or rng.choice(EVENT_TYPES), "attributes": {"created_at": at},
+            "relationships": {"person": {"data": _ref("people", pid)},
+                              "activity": {"data": aid and _ref("activities", aid)}}}
+
+
+def _certify(item: dict) -> None:
+    item["links"]["certificate"] = f"https://cdn.example.com/certificates/{item['id']}.pdf"
+
+
+def _transcript_item(rng: random.Random, pid: str, resource_type: str, resource_id: str, name: str,
+                     enrollment: dict, version: int, attempt: int = 1) -> dict:
+    """A row of /v2/transcripts/{pid}, from the attributes of a course or learning path enrollment."""
+    iid, progress, completed = _uuid(rng), enrollment["progress"], enrollment["completed_at"]
+    enrolled = epoch(enrollment["enrolled_at"])
+    started = rng.randint(enrolled, epoch(completed) if completed else DATA_END) if progress else None
+    item = _resource(iid, "transcript_items", {
+        "resource_id": resource_id, "resource_type": resource_type, "name": name,
+        "progress_status": _status(progress, "enrolled"), "progress": progress,
+        "enrolled_at": enrollment["enrolled_at"], "started_at": started and iso(started), "completed_at": completed,
+        "last_active_at": completed or (started and iso(rng.randint(started, DATA_END))),
+        "attempt_number": attempt, "version_number": version,
+    }, {}, f"/v2/transcripts/{pid}/{iid}")
+    if progress == 100:
+        _certify(item)
+    return item
 
 
 class School:
@@ -149,6 +211,12 @@ class School:
         self.learning_path_enrollments: dict[str, list] = {}
         self.course_progresses: dict[str, list] = {}
         self.course_properties: dict[str, dict | None] = {}
+        self.quizzes: dict[str, dict] = {}
+        self.events: list[dict] = []
+        self.transcripts: dict[str, list] = {}
+        self.course_versions: dict[str, dict] = {}
+        self.archived_course_properties: list[dict] = []
+        self._rngs: dict[str, random.Random] = {}
         self._person_seq = 0
         self.version = 0  # bumped by every change to the data; the server's list caches key on it
 
@@ -158,13 +226,20 @@ class School:
         with self.lock:
             self.version += 1
 
+    def _rng_for(self, kind: str) -> random.Random:
+        """The generator of a kind of record added after the first ones (quizzes, events, ...): its own,
+        so that adding it changed nothing else a seed generates."""
+        return self._rngs.setdefault(kind, random.Random(f"{kind}-{self.seed}"))
+
     # ----------------------------------------------------------------- generation
     @classmethod
     def generate(cls, people: int = 300, courses: int = 12, enrollments: int = 400, groups: int = 6,
                  learning_paths: int = 3, categories: int = 4, activities_per_course: int = 3,
-                 seed: int = 7, recent_share: float = 0.0) -> "School":
+                 seed: int = 7, recent_share: float = 0.0, quizzes: int = 5, events: int = 0,
+                 event_burst: int = 0, archived_course_versions: int = 2) -> "School":
         """A school; ``recent_share`` of its people were updated in the last 90 days of its data, as a
-        school's updates bunch in recent months."""
+        school's updates bunch in recent months. ``events`` spread over the data, plus ``event_burst``
+        in one second; from 20 events, two pairs of them are exact duplicates."""
         school = cls(seed)
         rng = school._rng
         created: dict[str, int] = {}  # epoch of created_at, to keep later dates after it
@@ -212,12 +287,7 @@ class School:
         course_ids = list(school.courses)
         forbidden = set(rng.sample(course_ids, round(len(course_ids) * 0.2)))
         for cid in course_ids:
-            school.course_properties[cid] = None if cid in forbidden else {
-                "credit_value": round(rng.uniform(0.5, 10.0), 1),
-                "properties": {"level": rng.choice(["beginner", "intermediate", "advanced"]),
-                               "duration_minutes": rng.randint(10, 240),
-                               "language": rng.choice(["en", "de", "fr", "es"])},
-            }
+            school.course_properties[cid] = None if cid in forbidden else _course_properties(rng)
 
         group_ids = named("groups", school.groups, GROUP_NAMES, groups)
 
@@ -272,7 +342,71 @@ class School:
                 }, {"person": {"data": _ref("people", pid)},
                     "learning_path": {"data": _ref("learning_paths", lid)}},
                     f"/v2/learning-paths/{lid}/enrollments/{eid}"))
+
+        school._generate_later_kinds(created, archived_course_versions, quizzes, events, event_burst)
         return school
+
+    def _generate_later_kinds(self, created: dict, archived_course_versions: int, quizzes: int, events: int,
+                              event_burst: int) -> None:
+        """The kinds of record added after the first ones, each from its own generator and after all the
+        others, so that what a seed generated before stays as it was. ``created``: id -> epoch created."""
+        course_ids, person_ids = list(self.courses), list(self.people)
+        rng, npcu = self._rng_for("properties"), [0, 0.5, 1, 2, 3]
+        for cid in course_ids:
+            self.course_versions[cid] = {"version_number": rng.randint(1, 4), "npcu": rng.choice(npcu)}
+        self.archived_course_properties = [_property_row(_uuid(rng), {  # versions /v2/courses does not list
+            "version_number": rng.randint(1, 3), "npcu": rng.choice(npcu), **_course_properties(rng)})
+            for _ in range(archived_course_versions)]
+
+        rng = self._rng_for("quizzes")
+        for _ in range(quizzes if course_ids else 0):
+            qid, cid, quiz_type = _uuid(rng), rng.choice(course_ids), rng.choice(list(QUIZ_TYPES))
+            self.quizzes[qid] = _resource(qid, "quizzes", {
+                "name": f"{self.courses[cid]['attributes']['name']}: {QUIZ_TYPES[quiz_type]}", "quiz_type": quiz_type,
+                "legacy_id": rng.randint(1000, 99999) if rng.random() < 0.5 else None,
+                "created_at": iso(rng.randint(created[cid], DATA_END)),
+            }, {"course": {"data": _ref("courses", cid)}}, f"/v2/quizzes/{qid}")
+
+        rng = self._rng_for("transcripts")
+        self.transcripts = {pid: [] for pid in person_ids}
+        for cid, course_enrollments in self.enrollments.items():
+            name, latest = self.courses[cid]["attributes"]["name"], self.course_versions[cid]["version_number"]
+            for e in course_enrollments:
+                pid = e["attributes"]["person_id"]
+                self.transcripts[pid].append(
+                    _transcript_item(rng, pid, "course", cid, name, e["attributes"], rng.randint(1, latest)))
+        taken = [(pid, item["attributes"]) for pid, items in self.transcripts.items() for item in items]
+        if taken:  # a learner takes a course again, in its latest version
+            pid, first = rng.choice(taken)
+            cid = first["resource_id"]
+            enrolled = rng.randint(epoch(first["last_active_at"] or first["enrolled_at"]), DATA_END)
+            progress = _progress(rng)
+            again = {"progress": progress, "enrolled_at": iso(enrolled),
+                     "completed_at": iso(rng.randint(enrolled, DATA_END)) if progress == 100 else None}
+            self.transcripts[pid].append(_transcript_item(
+                rng, pid, "course", cid, first["name"], again, self.course_versions[cid]["version_number"], 2))
+        for lid, path_enrollments in self.learning_path_enrollments.items():
+            name = self.learning_paths[lid]["attributes"]["name"]
+            for e in path_enrollments:
+                pid = e["attributes"]["person_id"]
+                self.transcripts[pid].append(_transcript_item(rng, pid, "learning_path", lid, name, e["attributes"], 1))
+
+        rng, pools = self._rng_for("events"), self._activity_pools()
+
+        def event(type_=None, at=None):
+            pid = rng.choice(person_ids)
+            return _event(rng, pid, pools.get(pid) or pools[None],
+                          iso(rng.randint(created[pid], DATA_END) if at is None else at), type_)
+
+        if person_ids:
+            pairs = 2 if events >= 20 else 0
+            feed = [event() for _ in range(events - 2 * pairs)]
+            for _ in range(pairs):  # a learner viewing an activity twice in one second
+                twice = event("learner_viewed_activity_events")
+                feed += [twice, copy.deepcopy(twice)]
+            burst = rng.randint(DATA_START, DATA_END)
+            feed += [event(at=burst) for _ in range(event_burst)]
+            self.events = sorted(feed, key=lambda e: e["attributes"]["created_at"])  # added as they happened
 
     def _add_person(self, rng: random.Random, created: int, updated: int, groups=()) -> str:
         self.version += 1
@@ -311,6 +445,14 @@ class School:
             "started_at": started, "completed_at": completed,
             "updated_at": completed or started or iso(enrolled),
         }, dict(people_and_course), f"/v2/people/{pid}/course_progresses/{prid}"))
+
+    def _activity_pools(self) -> dict:
+        """person id -> the ids of the activities of the courses they are enrolled in; None -> every activity."""
+        pools: dict = {None: [a["id"] for course in self.activities.values() for a in course]}
+        for cid, enrollments in self.enrollments.items():
+            for e in enrollments:
+                pools.setdefault(e["attributes"]["person_id"], []).extend(a["id"] for a in self.activities[cid])
+        return pools
 
     # ----------------------------------------------------------------- clock and mutations
     def tick(self) -> str:
@@ -361,6 +503,7 @@ class School:
             self.version += 1
             del self.people[id]
             self.course_progresses.pop(id, None)
+            self.transcripts.pop(id, None)
             return id
 
     def undate(self, kind: str, count: int | None = None, absent: bool = False) -> list[str]:
@@ -384,12 +527,48 @@ class School:
             stamp = self._stamp(timestamp)
             return [self.create_person(updated_at=stamp) for _ in range(n)]
 
+    def add_events(self, n: int, at=None, person_id: str | None = None) -> list[dict]:
+        """Append n events of random types by ``person_id`` (default: each a random person), each at ``at``
+        (default: each a tick()); return them."""
+        with self.lock:
+            rng, pools, people = self._rng_for("events"), self._activity_pools(), sorted(self.people)
+            new = []
+            for _ in range(n):
+                pid = person_id or rng.choice(people)
+                new.append(_event(rng, pid, pools.get(pid) or pools[None], self._stamp(at)))
+            self.events += new
+            self.version += 1
+            return new
+
+    def complete(self, person_id: str | None = None, resource_id: str | None = None, at=None) -> dict:
+        """A learner completes a course of their transcript (a random unfinished one matching the ids)
+        at ``at`` (default: tick()), their ``updated_at`` unchanged: the item gets progress 100 and a
+        certificate, and a learner_completed_course_events event is added at that second. Return the item."""
+        with self.lock:
+            unfinished = [(pid, item) for pid, items in self.transcripts.items() if person_id in (None, pid)
+                          for item in items if item["attributes"]["resource_type"] == "course"
+                          and item["attributes"]["progress"] < 100
+                          and resource_id in (None, item["attributes"]["resource_id"])]
+            if not unfinished:
+                raise LookupError(f"no unfinished course in a transcript, person {person_id}, course {resource_id}")
+            rng = self._rng_for("transcripts")
+            pid, item = rng.choice(unfinished)
+            stamp = self._stamp(at)
+            attributes = item["attributes"]
+            attributes.update(progress=100, progress_status="completed", started_at=attributes["started_at"] or stamp,
+                              completed_at=stamp, last_active_at=stamp)
+            _certify(item)
+            activities = [a["id"] for a in self.activities.get(attributes["resource_id"], [])]
+            self.events.append(_event(rng, pid, activities, stamp, "learner_completed_course_events"))
+            self.version += 1
+            return item
+
 
 # --------------------------------------------------------------------- query engine
 FILTER_KEY = re.compile(r"filter\[([^\[\]]+)\](?:\[([^\[\]]+)\])?")
 PREDICATES = {"eq", "not_eq", "cont", "gt", "gteq", "lt", "lteq", "in"}
 DEFAULT_ORDER = {"enrollments": "enrolled_at", "learning_path_enrollments": "enrolled_at",
-                 "course_progresses": "started_at"}
+                 "course_progresses": "started_at", "transcript_items": "enrolled_at", "events": "-created_at"}
 
 
 class QueryError(ValueError):
@@ -397,7 +576,7 @@ class QueryError(ValueError):
 
 
 def _field(record: dict, attr: str):
-    return record["id"] if attr == "id" else record["attributes"].get(attr)
+    return record.get("id") if attr == "id" else record["attributes"].get(attr)
 
 
 def _known_attributes(records: list) -> set:
@@ -465,22 +644,27 @@ def apply_filters(records: list, filters: list) -> list:
     return [r for r in records if all(matches(_field(r, a), p, v) for a, p, v in active)]
 
 
-def apply_sort(records: list, sort: str | None, default_attr: str, nulls_last: bool = False) -> list:
-    """Stable multi-key sort; unknown keys are ignored; the last tie-breaker is id ascending. Nulls
-    sort first ascending (MySQL), or last (``nulls_last``, Postgres); the other end descending."""
+def _sort_keys(sort: str | None) -> list[tuple[str, bool]]:
+    """``a,-b`` -> [("a", False), ("b", True)]: (attribute, descending)."""
+    parts = (part.strip() for part in (sort or "").split(","))
+    return [(part.lstrip("-+ "), part.startswith("-")) for part in parts if part]
+
+
+def apply_sort(records: list, sort: str | None, default: str, nulls_last: bool = False) -> list:
+    """Stable multi-key sort; unknown keys are ignored, none known means the ``default`` sort; the
+    last tie-breaker is id ascending, or for records without an id (events) the order they were added
+    in, the last first when the first key descends. Nulls sort first ascending (MySQL), or last
+    (``nulls_last``, Postgres); the other end descending."""
 
     def _sort_value(value):
         return (2 if nulls_last else 0, "") if value is None else (1, value)
 
     known = _known_attributes(records)
-    keys = []
-    for part in (sort or "").split(","):
-        part = part.strip()
-        attr = part.lstrip("-+ ")
-        if attr in known:
-            keys.append((attr, part.startswith("-")))
-    keys = keys or [(default_attr, False)]
-    ordered = sorted(records, key=lambda r: r["id"])
+    keys = [key for key in _sort_keys(sort) if key[0] in known] or _sort_keys(default)
+    if all("id" in r for r in records):
+        ordered = sorted(records, key=lambda r: r["id"])
+    else:
+        ordered = records[::-1] if keys[0][1] else list(records)
     for attr, descending in reversed(keys):
         ordered.sort(key=lambda r: _sort_value(_field(r, attr)), reverse=descending)
     return ordered
@@ -498,9 +682,9 @@ class _Order:
     """A collection in one sort order, with what bisect needs when the first key ascends."""
 
     def __init__(self, collection: "_Collection", keys: tuple):
-        # apply_sort: by id, then a stable sort per key from the last. Sorting positions by a
+        # apply_sort: by id (by_id), then a stable sort per key from the last. Sorting positions by a
         # column of values avoids a Python call per record; nulls sort at one end (apply_sort).
-        rows = collection.by_id()
+        rows = collection.by_id(keys[0][1])
         nulls = []
         for attr, descending in reversed(keys):
             column = collection.column(attr)
@@ -530,9 +714,9 @@ class _Order:
 
     @property
     def pos(self) -> dict:
-        """id -> index in this order."""
+        """id(record) -> index in this order (by identity: events have no id)."""
         if self._pos is None:
-            self._pos = {r["id"]: i for i, r in enumerate(self.records)}
+            self._pos = {id(r): i for i, r in enumerate(self.records)}
         return self._pos
 
     def range(self, predicate: str, raw: str) -> tuple[int, int] | None:
@@ -582,14 +766,18 @@ class _Collection:
     def column(self, attr: str) -> list:
         """_field(record, attr) of every record, in self.records order."""
         if attr not in self._columns:
-            self._columns[attr] = ([r["id"] for r in self.records] if attr == "id"
+            self._columns[attr] = ([r.get("id") for r in self.records] if attr == "id"
                                    else [r["attributes"].get(attr) for r in self.records])
         return self._columns[attr]
 
-    def by_id(self) -> list:
-        """Positions in self.records, by id."""
+    def by_id(self, descending: bool = False) -> list:
+        """Positions in self.records, as apply_sort breaks ties: by id, or for records without one in
+        their list order, the last first when the first key descends."""
+        ids, positions = self.column("id"), range(len(self.records))
+        if None in ids:
+            return list(reversed(positions) if descending else positions)
         if self._by_id is None:
-            self._by_id = sorted(range(len(self.records)), key=self.column("id").__getitem__)
+            self._by_id = sorted(positions, key=ids.__getitem__)
         return self._by_id
 
     def order(self, keys: tuple) -> _Order | None:
@@ -601,26 +789,24 @@ class _Collection:
                 self._orders[keys] = None
         return self._orders[keys]
 
-    def sort_keys(self, sort: str | None, default_attr: str) -> tuple | None:
+    def sort_keys(self, sort: str | None, default: str) -> tuple | None:
         """apply_sort's keys, or None when they depend on which records the filters keep."""
         keys = []
-        for part in (sort or "").split(","):
-            part = part.strip()
-            attr = part.lstrip("-+ ")
+        for attr, descending in _sort_keys(sort):
             count = self.count(attr)
             if count == len(self.records):
-                keys.append((attr, part.startswith("-")))
+                keys.append((attr, descending))
             elif count:
                 return None  # known only if a record having it survives the filters
-        return tuple(keys) or ((default_attr, False),)
+        return tuple(keys) or tuple(_sort_keys(default))
 
 
-def _select(collection: _Collection, filters: list, sort: str | None, default_attr: str,
+def _select(collection: _Collection, filters: list, sort: str | None, default: str,
             start: int, stop: int, need: int) -> tuple[list, bool] | None:
     """The filtered, sorted records [start:stop], and whether there are more than ``need``;
     None when only the reference path can answer."""
     n = len(collection.records)
-    keys = collection.sort_keys(sort, default_attr) if n else None
+    keys = collection.sort_keys(sort, default) if n else None
     order = keys and collection.order(keys)
     if not order:
         return None
@@ -651,7 +837,7 @@ def _select(collection: _Collection, filters: list, sort: str | None, default_at
         size, f, other, start_other = best
         if size < 3 * min(hi - lo, need * n // max(size, 1)):
             pos = order.pos
-            places = sorted(i for i in (pos[r["id"]] for r in other.records[start_other:start_other + size])
+            places = sorted(i for i in (pos[id(r)] for r in other.records[start_other:start_other + size])
                             if lo <= i < hi)
             remaining.remove(f)
             candidates = [order.records[i] for i in places]
@@ -789,6 +975,8 @@ class FakeNorthpass:
         self.nulls_last = False  # how a sort places nulls: first ascending (MySQL), or last (Postgres)
         self.learning_paths_at = "learning-paths"  # the path spelling served: or "learning_paths", "both"
         self.group_people_at = "both"  # a group's people at /people, /memberships (membership rows) or both
+        self.properties_list = True  # False: /v2/properties/courses (all courses' properties) is a 404
+        self.course_progresses_at = True  # False: /v2/people/{id}/course_progresses is a 404
         self.fault_rate = 0.0  # the share of requests answered 500, 502, 503 or a reset, at random
         self.query_cost = 0.0  # a list page's own time: this many seconds per 10,000 listed + per 100 returned
         self._fault_rng = random.Random(0)
@@ -987,7 +1175,7 @@ class FakeNorthpass:
     def _route(self, path: str, query: dict, repeat: bool) -> _Reply:
         s = self.school
         top = {"people": s.people, "courses": s.courses, "groups": s.groups,
-               "learning_paths": s.learning_paths, "categories": s.categories}
+               "learning_paths": s.learning_paths, "categories": s.categories, "quizzes": s.quizzes}
         nested = {("people", "course_progresses"): (s.course_progresses, "course_progresses"),
                   ("courses", "enrollments"): (s.enrollments, "enrollments"),
                   ("courses", "activities"): (s.activities, "activities"),
@@ -1000,6 +1188,16 @@ class FakeNorthpass:
         seg = ["learning_paths" if parts[1] == "learning-paths" else parts[1], *parts[2:]]
         if len(seg) == 1 and seg[0] in top:
             return self._list(top[seg[0]], seg[0], path, query, repeat, cached=seg[0])
+        if seg == ["events"]:
+            return self._list(s.events, "events", path, query, repeat, cached="events")
+        if len(seg) == 2 and seg[0] == "transcripts":
+            if seg[1] not in s.people:
+                return _error(404, f"No people record with id {seg[1]}")
+            return self._list(list(s.transcripts.get(seg[1], [])), "transcript_items", path, query, repeat)
+        if seg == ["properties", "courses"] and self.properties_list:
+            rows = [_property_row(cid, {**s.course_versions[cid], **properties})
+                    for cid, properties in s.course_properties.items() if properties is not None]
+            return self._list(rows + s.archived_course_properties, "course_properties", path, query, repeat)
         if len(seg) == 2 and seg[0] in top:
             record = top[seg[0]].get(seg[1])
             if record is None:
@@ -1016,7 +1214,8 @@ class FakeNorthpass:
         if len(seg) == 3 and seg[0] in top:
             parent_id, child = seg[1], seg[2]
             is_members = seg[0] == "groups" and child in ("people", "memberships")
-            if is_members and self.group_people_at not in ("both", child):
+            if (is_members and self.group_people_at not in ("both", child)) or (
+                    (seg[0], child) == ("people", "course_progresses") and not self.course_progresses_at):
                 return _error(404, f"No route matches {path}")
             if (seg[0], child) in nested or is_members:
                 if parent_id not in top[seg[0]]:
@@ -1033,7 +1232,7 @@ class FakeNorthpass:
 
     def _list(self, records, type_: str, path: str, query: dict, repeat: bool, cached: str | None = None) -> _Reply:
         """One page of a list. ``records``: a list, or for ``cached`` (the name of a top-level
-        collection of the school) its dict, answered from the server's per-version cache."""
+        collection of the school) that collection, answered from the server's per-version cache."""
         page = int_param(query, "page", 1)
         limit = min(int_param(query, "limit", self.default_limit), self.max_limit)
         if self.refuse_filters and any(key.startswith("filter") for key in query):
@@ -1042,15 +1241,15 @@ class FakeNorthpass:
             raise QueryError(f"Invalid sort criteria: {query['sort']}")
         filters = [] if self.ignore_filters else parse_filters(query)
         sort = None if self.ignore_sort else query.get("sort")
-        default_attr = DEFAULT_ORDER.get(type_, "created_at")
+        default = DEFAULT_ORDER.get(type_, "created_at")
         shown = page - 1 if repeat and page > 1 else page  # "repeat": the previous page again
         start, stop = (shown - 1) * limit, shown * limit
         selected = None
         if cached is not None:
-            selected = _select(self._collection(cached), filters, sort, default_attr, start, stop, page * limit)
+            selected = _select(self._collection(cached), filters, sort, default, start, stop, page * limit)
         if selected is None:
             records = list(records.values()) if isinstance(records, dict) else records
-            records = apply_sort(apply_filters(records, filters), sort, default_attr, self.nulls_last)
+            records = apply_sort(apply_filters(records, filters), sort, default, self.nulls_last)
             selected = records[start:stop], page * limit < len(records)
         data = [self._render(r) for r in selected[0]]
         links = {"self": self._page_url(path, query, page)}
@@ -1062,13 +1261,14 @@ class FakeNorthpass:
         return _json(200, {"data": data, "links": links}, list_page=True, cost=cost)
 
     def _collection(self, name: str) -> _Collection:
-        """The cache of a top-level collection, rebuilt when the school changed. Call holding
-        school.lock (as _route does): the version cannot move while the answer is built."""
+        """The cache of a top-level collection (a dict, or a list: events), rebuilt when the school
+        changed. Call holding school.lock (as _route does): the version cannot move while the answer is built."""
         records = getattr(self.school, name)
         stamp = (self.school.version, id(records), len(records), self.nulls_last)
         collection = self._collections.get(name)
         if collection is None or collection.stamp != stamp:
-            collection = self._collections[name] = _Collection(list(records.values()), stamp, self.nulls_last)
+            listed = list(records.values()) if isinstance(records, dict) else list(records)
+            collection = self._collections[name] = _Collection(listed, stamp, self.nulls_last)
         return collection
 
     def _page_url(self, path: str, query: dict, page: int) -> str:
@@ -1077,9 +1277,12 @@ class FakeNorthpass:
         return f"{self.url}{path}?{urlencode(params, quote_via=quote, safe='[],')}"
 
     def _render(self, record: dict) -> dict:
-        return {"id": record["id"], "type": record["type"], "attributes": record["attributes"],
-                "relationships": record["relationships"],
-                "links": {"self": self.url + record["links"]["self"]}}
+        """The record as served: its ``links.self`` made absolute, other links kept; a record without
+        an id or links (an event) is served without them."""
+        rendered = dict(record)
+        if "links" in record:
+            rendered["links"] = {**record["links"], "self": self.url + record["links"]["self"]}
+        return rendered
 
     def _write(self, handler: _Handler, reply: _Reply) -> None:
         handler.send_response(reply.status)
@@ -1115,6 +1318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-paths", type=int, default=5)
     parser.add_argument("--categories", type=int, default=6)
     parser.add_argument("--activities-per-course", type=int, default=3)
+    parser.add_argument("--quizzes", type=int, default=5)
+    parser.add_argument("--events", type=int, default=0, help="activity feed records over the data's years")
+    parser.add_argument("--event-burst", type=int, default=0, help="more events, all in one second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency", type=float, default=0.08, help="seconds slept per request")
     parser.add_argument("--jitter", type=float, default=0.0, help="latency varies uniformly by +- this")
@@ -1131,7 +1337,7 @@ def main(argv: list[str] | None = None) -> int:
     school = School.generate(people=args.people, courses=args.courses, enrollments=args.enrollments,
                              groups=args.groups, learning_paths=args.learning_paths,
                              categories=args.categories, activities_per_course=args.activities_per_course,
-                             seed=args.seed)
+                             quizzes=args.quizzes, events=args.events, event_burst=args.event_burst, seed=args.seed)
     server = FakeNorthpass(school, api_key=args.api_key, max_limit=args.max_limit,
                            default_limit=args.default_limit, rate_limit=args.rate_limit or None,
                            latency=args.latency, retry_after=not args.no_retry_after,

@@ -1,4 +1,6 @@
 """Tests of the fake Northpass server itself: it must behave as documented before it can test the connector."""
+import copy
+import hashlib
 import json
 import os
 import signal
@@ -6,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,11 +20,12 @@ KEY = "test-key"
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = dict(people=300, courses=12, enrollments=400, groups=6, learning_paths=3, categories=4,
              activities_per_course=3)
+FEED = dict(events=500, event_burst=150)
 
 
 @pytest.fixture
 def school():
-    return School.generate(**SIZES, seed=7)
+    return School.generate(**SIZES, **FEED, seed=7)
 
 
 @pytest.fixture
@@ -91,6 +95,26 @@ def test_a_groups_memberships_are_membership_rows_naming_each_person(server, htt
     assert get(http, server, f"/v2/groups/{group}/memberships").status_code == 200
 
 
+def test_course_progresses_may_not_exist(server, http, school):
+    person = next(p for p, progresses in school.course_progresses.items() if progresses)
+    assert get(http, server, f"/v2/people/{person}/course_progresses").status_code == 200
+    server.course_progresses_at = False
+    for path_ in (f"/v2/people/{person}/course_progresses", "/v2/people/nope/course_progresses"):
+        response = get(http, server, path_)
+        assert response.status_code == 404 and response.json()["errors"][0]["detail"] == f"No route matches {path_}"
+    assert get(http, server, f"/v2/people/{person}").status_code == 200
+
+
+def test_all_courses_properties_may_not_exist_as_a_list(server, http, school):
+    course = next(c for c, props in school.course_properties.items() if props is not None)
+    assert get(http, server, "/v2/properties/courses").status_code == 200
+    server.properties_list = False
+    response = get(http, server, "/v2/properties/courses")
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["detail"] == "No route matches /v2/properties/courses"
+    assert get(http, server, f"/v2/properties/courses/{course}").status_code == 200
+
+
 @pytest.mark.parametrize("nulls_last", [False, True])
 def test_records_without_updated_at_match_no_filter_and_sort_at_one_end(server, http, school, nulls_last):
     server.nulls_last = nulls_last
@@ -127,7 +151,8 @@ def test_every_documented_endpoint_answers(server, http, school):
                   f"/v2/courses/{course}/activities", "/v2/groups", f"/v2/groups/{group}",
                   f"/v2/groups/{group}/people", f"/v2/groups/{group}/memberships",
                   "/v2/learning-paths", f"/v2/learning-paths/{path}/enrollments", "/v2/categories",
-                  f"/v2/properties/courses/{course}"]:
+                  f"/v2/properties/courses/{course}", "/v2/properties/courses", "/v2/quizzes",
+                  f"/v2/quizzes/{next(iter(school.quizzes))}", "/v2/events", f"/v2/transcripts/{person}"]:
         response = get(http, server, path_)
         assert response.status_code == 200, path_
         assert response.headers["Content-Type"] == "application/json"
@@ -141,7 +166,8 @@ def test_every_documented_endpoint_answers(server, http, school):
 
 def test_unknown_paths_and_parents_are_404_and_writes_are_405(server, http):
     for path in ["/v2/nope", "/v1/people", "/v2/people/nope", "/v2/courses/nope/enrollments",
-                 "/v2/groups/nope/people", "/v2/properties/courses/nope", "/"]:
+                 "/v2/groups/nope/people", "/v2/properties/courses/nope", "/v2/quizzes/nope", "/v2/events/nope",
+                 "/v2/transcripts/nope", "/"]:
         response = get(http, server, path)
         assert response.status_code == 404, path
         assert response.json() == {"errors": [{"status": "404", "title": "Not Found",
@@ -184,6 +210,204 @@ def test_course_properties_are_403_for_a_fifth_of_the_courses(server, http, scho
     assert isinstance(body["data"]["attributes"]["properties"], dict)
     denied = next(c for c, s in statuses.items() if s == 403)
     assert get(http, server, f"/v2/properties/courses/{denied}").json()["errors"][0]["status"] == "403"
+
+
+# ---------------------------------------------------------------- quizzes, events, transcripts, all courses' properties
+def _at(event):
+    return event["attributes"]["created_at"]
+
+
+def test_quizzes_are_a_top_level_list(server, http, school):
+    quizzes = fetch_all(http, server, "/v2/quizzes", limit=2)
+    assert len(quizzes) == 5 and ids(quizzes) == expected_order(list(school.quizzes.values()), ("created_at", False))
+    assert get(http, server, "/v2/quizzes", limit=2, page=3).json()["links"].keys() == {"self", "prev"}
+    assert {type(q["attributes"]["legacy_id"]) for q in quizzes} == {int, type(None)}
+    for quiz in quizzes:
+        assert set(quiz["attributes"]) == {"name", "quiz_type", "legacy_id", "created_at"}
+        assert quiz["attributes"]["quiz_type"] in ("graded", "survey", "knowledge_check")
+        assert quiz["relationships"]["course"]["data"]["id"] in school.courses
+        assert get(http, server, f"/v2/quizzes/{quiz['id']}").json()["data"] == quiz
+    surveys = fetch_all(http, server, "/v2/quizzes", **{"filter[quiz_type][eq]": "survey"})
+    assert ids(surveys) == [q["id"] for q in quizzes if q["attributes"]["quiz_type"] == "survey"] and len(surveys) == 1
+
+
+def test_events_have_no_id_and_list_newest_first(server, http, school):
+    from integration_tests.fake_northpass import apply_sort
+
+    feed = fetch_all(http, server, "/v2/events", limit=100)
+    assert len(feed) == 650 and all(set(e) == {"type", "attributes", "relationships"} for e in feed)
+    assert [_at(e) for e in feed] == sorted((_at(e) for e in feed), reverse=True)
+    assert feed == school.events[::-1]  # generated in the order they happened: the newest first is the reverse
+    assert fetch_all(http, server, "/v2/events", limit=100, sort="created_at") == school.events
+    assert fetch_all(http, server, "/v2/events", limit=100, sort="-created_at") == feed
+    assert apply_sort(school.events, None, "-created_at") == feed  # the reference path agrees
+    assert apply_sort(school.events, "created_at", "-created_at") == school.events
+    activities_of: dict = {}  # person -> the activities of their courses
+    for course, enrollments in school.enrollments.items():
+        for e in enrollments:
+            activities_of.setdefault(e["attributes"]["person_id"], set()).update(
+                a["id"] for a in school.activities[course])
+    for event in feed:
+        person, activity = (event["relationships"][k]["data"]["id"] for k in ("person", "activity"))
+        assert event["type"] in ("learner_viewed_activity_events", "learner_completed_activity_events",
+                                 "learner_started_course_events", "learner_completed_course_events")
+        assert person in school.people and activity in activities_of.get(person, activity)
+    server.ignore_sort = True
+    assert fetch_all(http, server, "/v2/events", limit=100, sort="created_at") == feed
+
+
+def test_the_generated_feed_has_a_burst_second_and_two_duplicate_pairs(server, http, school):
+    (burst, in_burst), (_, next_most) = Counter(_at(e) for e in school.events).most_common(2)
+    assert in_burst == 150 and next_most == 2
+    in_order = [e for e in school.events if _at(e) == burst]
+    query = {"filter[created_at][eq]": burst}
+    assert fetch_all(http, server, "/v2/events", limit=7, sort="created_at", **query) == in_order
+    assert fetch_all(http, server, "/v2/events", limit=7, **query) == in_order[::-1]
+    copies = Counter(json.dumps(e, sort_keys=True) for e in school.events if _at(e) != burst)  # the burst may too
+    twice = [json.loads(e) for e, n in copies.items() if n > 1]
+    assert len(copies) == 498 and [copies[json.dumps(e, sort_keys=True)] for e in twice] == [2, 2]
+    assert {e["type"] for e in twice} == {"learner_viewed_activity_events"}
+    few = School.generate(people=30, courses=3, enrollments=20, events=19, seed=7).events
+    assert len(few) == 19 == len({json.dumps(e, sort_keys=True) for e in few})
+
+
+@pytest.mark.parametrize("predicate, count", [("gteq", 620), ("gt", 470)])
+def test_events_filter_on_created_at(server, http, school, predicate, count):
+    burst = Counter(_at(e) for e in school.events).most_common(1)[0][0]
+    expected = [e for e in school.events if _at(e) > burst or (predicate == "gteq" and _at(e) == burst)]
+    query = {f"filter[created_at][{predicate}]": burst}
+    assert len(expected) == count
+    assert fetch_all(http, server, "/v2/events", limit=100, **query) == expected[::-1]
+    assert fetch_all(http, server, "/v2/events", limit=100, sort="created_at", **query) == expected
+
+
+def test_added_events_arrive_at_the_newest_end(server, http, school):
+    version, first_page = school.version, get(http, server, "/v2/events").json()["data"]
+    new = school.add_events(3)
+    assert school.version > version and len(school.events) == 653
+    assert [_at(e) for e in new] == ["2025-01-01T00:00:01Z", "2025-01-01T00:00:02Z", "2025-01-01T00:00:03Z"]
+    assert get(http, server, "/v2/events").json()["data"] == new[::-1] + first_page[:7]
+    assert fetch_all(http, server, "/v2/events", limit=100, sort="created_at")[-4:] == school.events[-4:]
+    person = list(school.people)[9]
+    same_second = school.add_events(2, at="2025-01-01T00:00:03Z", person_id=person)
+    assert [e["relationships"]["person"]["data"]["id"] for e in same_second] == [person, person]
+    assert get(http, server, "/v2/events", limit=3).json()["data"] == same_second[::-1] + new[-1:]
+    assert _at(school.add_events(1, at=1735689609)[0]) == "2025-01-01T00:00:09Z"
+
+
+def test_a_transcript_is_a_paged_list_of_a_learners_courses_and_paths(server, http, school):
+    assert sum(map(len, school.transcripts.values())) == 400 + 21 + 1  # enrollments, path enrollments, a retake
+    enrolled = {(e["attributes"]["person_id"], c): e["attributes"] for c, es in school.enrollments.items() for e in es}
+    firsts = [(pid, i["attributes"]) for pid, items in school.transcripts.items() for i in items
+              if i["attributes"]["resource_type"] == "course" and i["attributes"]["attempt_number"] == 1]
+    assert len(firsts) == 400 and all(enrolled[(pid, a["resource_id"])]["progress"] == a["progress"]
+                                      and enrolled[(pid, a["resource_id"])]["enrolled_at"] == a["enrolled_at"]
+                                      for pid, a in firsts)
+    retakes = {pid: items for pid, items in school.transcripts.items()
+               if len({(i["attributes"]["resource_type"], i["attributes"]["resource_id"]) for i in items}) < len(items)}
+    assert len(retakes) == 1
+    pid, stored = next(iter(retakes.items()))
+    served = fetch_all(http, server, f"/v2/transcripts/{pid}", limit=1)
+    assert len(served) == len(stored) == 3 and ids(served) == expected_order(stored, ("enrolled_at", False))
+    (course, _), = Counter(i["attributes"]["resource_id"] for i in served).most_common(1)
+    retaken = [i["attributes"] for i in served if i["attributes"]["resource_id"] == course]
+    assert [(a["resource_type"], a["attempt_number"]) for a in retaken] == [("course", 1), ("course", 2)]
+    assert {a["name"] for a in retaken} == {school.courses[course]["attributes"]["name"]}
+    statuses = {"enrolled": 0, "completed": 0, "in_progress": 0}
+    for items in school.transcripts.values():
+        for item in items:
+            a = item["attributes"]
+            assert list(a) == ["resource_id", "resource_type", "name", "progress_status", "progress", "enrolled_at",
+                               "started_at", "completed_at", "last_active_at", "attempt_number", "version_number"]
+            assert a["progress_status"] == ("enrolled" if a["progress"] == 0 else "completed" if a["progress"] == 100
+                                            else "in_progress")
+            assert ("certificate" in item["links"]) == (a["progress"] == 100) == (a["completed_at"] is not None)
+            statuses[a["progress_status"]] += 1
+    assert statuses == {"enrolled": 132, "completed": 135, "in_progress": 155}
+    done = next(i for pid, items in school.transcripts.items() for i in items if i["attributes"]["progress"] == 100)
+    owner = next(pid for pid, items in school.transcripts.items() if done in items)
+    rendered = next(i for i in fetch_all(http, server, f"/v2/transcripts/{owner}") if i["id"] == done["id"])
+    assert rendered["links"] == {"self": f"{server.url}/v2/transcripts/{owner}/{done['id']}",
+                                 "certificate": f"https://cdn.example.com/certificates/{done['id']}.pdf"}
+
+
+def test_transcripts_of_unknown_deleted_and_new_people(server, http, school):
+    assert get(http, server, "/v2/transcripts/nope").status_code == 404
+    new = school.create_person()
+    body = get(http, server, f"/v2/transcripts/{new}").json()
+    assert body["data"] == [] and "next" not in body["links"]
+    gone = next(pid for pid, items in school.transcripts.items() if items)
+    assert get(http, server, f"/v2/transcripts/{gone}").status_code == 200
+    school.delete_person(gone)
+    assert get(http, server, f"/v2/transcripts/{gone}").status_code == 404
+
+
+def test_complete_changes_a_transcript_and_adds_an_event_but_not_the_person(server, http, school):
+    pid, item = next((pid, i) for pid, items in school.transcripts.items() for i in items
+                     if i["attributes"]["progress"] == 0 and i["attributes"]["resource_type"] == "course")
+    course, person = item["attributes"]["resource_id"], copy.deepcopy(school.people[pid])
+    assert school.complete(pid, course) is item
+    stamp = "2025-01-01T00:00:01Z"
+    assert {k: item["attributes"][k] for k in ("progress", "progress_status", "started_at", "completed_at",
+                                               "last_active_at")} == {
+        "progress": 100, "progress_status": "completed", "started_at": stamp, "completed_at": stamp,
+        "last_active_at": stamp}
+    assert school.people[pid] == person
+    served = next(i for i in fetch_all(http, server, f"/v2/transcripts/{pid}") if i["id"] == item["id"])
+    assert served["attributes"] == item["attributes"]
+    assert served["links"]["certificate"] == f"https://cdn.example.com/certificates/{item['id']}.pdf"
+    newest = get(http, server, "/v2/events", limit=1).json()["data"][0]
+    activity = newest["relationships"]["activity"]["data"]["id"]
+    assert newest == {"type": "learner_completed_course_events", "attributes": {"created_at": stamp},
+                      "relationships": {"person": {"data": {"type": "people", "id": pid}},
+                                        "activity": {"data": {"type": "activities", "id": activity}}}}
+    assert activity in {a["id"] for a in school.activities[course]} and len(school.events) == 651
+    assert get(http, server, "/v2/people", **{"filter[updated_at][gteq]": "2025-01-01T00:00:00Z"}).json()["data"] == []
+    with pytest.raises(LookupError):
+        school.complete(pid, course)
+    other = school.complete()
+    assert other is not item and other["attributes"]["completed_at"] == "2025-01-01T00:00:02Z"
+    assert _at(school.events[-1]) == "2025-01-01T00:00:02Z" and len(school.events) == 652
+
+
+def test_all_courses_properties_list_the_readable_courses_and_archived_versions(server, http, school):
+    rows = fetch_all(http, server, "/v2/properties/courses", limit=5)
+    readable = [c for c, props in school.course_properties.items() if props is not None]
+    archived = [r["attributes"]["course_id"] for r in school.archived_course_properties]
+    assert len(rows) == 12 and len(readable) == 10 and len(archived) == 2 and set(archived).isdisjoint(school.courses)
+    assert sorted(r["attributes"]["course_id"] for r in rows) == sorted(readable + archived)
+    assert ids(rows) == sorted(set(ids(rows)))  # no created_at: by id
+    for row in rows:
+        assert set(row) == {"id", "type", "attributes"} and row["type"] == "course_properties"
+        attributes = row["attributes"]
+        assert list(attributes) == ["course_id", "version_number", "npcu", "credit_value", "properties"]
+        single = get(http, server, f"/v2/properties/courses/{attributes['course_id']}")
+        if attributes["course_id"] in archived:
+            assert single.status_code == 404
+        else:
+            assert {"credit_value": attributes["credit_value"], "properties": attributes["properties"]} \
+                == single.json()["data"]["attributes"]
+            assert attributes["version_number"] == school.course_versions[attributes["course_id"]]["version_number"]
+    by_version = fetch_all(http, server, "/v2/properties/courses", limit=5, sort="-version_number")
+    assert ids(by_version) == expected_order(rows, ("version_number", True))
+
+
+def test_the_later_kinds_change_nothing_generated_before_them():
+    def old_kinds(school):
+        return json.dumps([school.id, school.people, school.courses, school.enrollments, school.groups,
+                           school.learning_paths, school.learning_path_enrollments, school.categories,
+                           school.activities, school.course_progresses, school.course_properties], sort_keys=True)
+
+    plain = School.generate(**SIZES, seed=7, quizzes=0, archived_course_versions=0)
+    rich = School.generate(**SIZES, seed=7, quizzes=9, events=300, event_burst=120, archived_course_versions=4)
+    assert hashlib.sha256(old_kinds(plain).encode()).hexdigest() == \
+        "541d7ff216963573faef6a5823a94bd2c3951796129ced31cc030801bf58d921"  # what the seed made before them
+    assert old_kinds(rich) == old_kinds(plain)
+    assert (len(plain.quizzes), len(plain.events), len(plain.archived_course_properties)) == (0, 0, 0)
+    assert (len(rich.quizzes), len(rich.events), len(rich.archived_course_properties)) == (9, 420, 4)
+    again = School.generate(**SIZES, seed=7, quizzes=9, events=300, event_burst=120, archived_course_versions=4)
+    assert [again.quizzes, again.events, again.transcripts, again.archived_course_properties] == \
+        [rich.quizzes, rich.events, rich.transcripts, rich.archived_course_properties]
 
 
 # ---------------------------------------------------------------- paging
@@ -553,6 +777,7 @@ def test_cli_serves_until_sigterm(tmp_path, command):
     port_file = tmp_path / "port"
     process = subprocess.Popen(
         [sys.executable, *command, "--port", "0", "--people", "30", "--courses", "3", "--enrollments", "20",
+         "--quizzes", "2", "--events", "30", "--event-burst", "101",
          "--latency", "0", "--rate-limit", "0", "--api-key", "cli-key", "--port-file", str(port_file)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": ""})
@@ -565,10 +790,14 @@ def test_cli_serves_until_sigterm(tmp_path, command):
                                 proxies={"http": None})
         assert response.status_code == 200 and len(response.json()["data"]) == 10
         assert requests.get(url + "/_stats", timeout=10, proxies={"http": None}).json()["requests"] == 1
+        quizzes, events = (requests.get(url + path, params={"limit": 100}, headers={"X-Api-Key": "cli-key"},
+                                        timeout=10, proxies={"http": None}).json()
+                           for path in ("/v2/quizzes", "/v2/events"))
+        assert len(quizzes["data"]) == 2 and len(events["data"]) == 100 and events["links"]["next"].endswith("page=2")
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
         assert process.returncode == 0
-        assert json.loads(stderr.strip().splitlines()[-1]) == {"requests": 1, "by_status": {"200": 1}}
+        assert json.loads(stderr.strip().splitlines()[-1]) == {"requests": 3, "by_status": {"200": 3}}
     finally:
         if process.poll() is None:
             process.kill()
