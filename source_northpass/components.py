@@ -13,8 +13,9 @@ import json
 import logging
 import queue
 import threading
+from collections import Counter
 from dataclasses import InitVar, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping, NamedTuple
 from urllib.parse import urlsplit
 
@@ -61,6 +62,14 @@ def _said(response: requests.Response) -> str:  # Northpass's own words about an
     return str(first.get("detail") or first.get("title") or "no detail")[:300]
 
 
+def _identity(record: Mapping[str, Any]) -> str:
+    """What tells one record of a list from another: its id, or for a record without one (an event of
+    the activity feed) the whole record. Two events may share every field of their key, or every field
+    at all, and still be two events: callers count identities, and never take a match of the key alone."""
+    record_id = record.get("id")
+    return str(record_id) if record_id is not None else orjson.dumps(dict(record), option=orjson.OPT_SORT_KEYS).decode()
+
+
 def _rendered_int(value: int | str, config: Config, parameters: Mapping[str, Any]) -> int:
     return int(InterpolatedString.create(str(value), parameters=parameters).eval(config))
 
@@ -74,6 +83,8 @@ class _ThisSync:
         self.lock, self.trying = threading.Lock(), threading.Lock()
         self.spellings: dict[str, str] = {}  # a path_variants key -> the spelling that answered
         self.warned: set = set()
+        self.started = datetime.now(timezone.utc)
+        self.read: set = set()  # (stream, parent id) read this sync (NorthpassListRetriever.once_per)
 
     def warn_once(self, key: Any, message: str) -> None:
         with self.lock:
@@ -275,7 +286,7 @@ class NextLinkPageNumber(PaginationStrategy):
             return None
         if page == 1 or partition not in self._guards:
             self._guards[partition] = _RepeatedPageGuard()
-        ids = tuple(r.get("id") for r in data)
+        ids = tuple(_identity(r) for r in data if isinstance(r, dict))
         return page if self._guards[partition].is_repeat(ids, page, urlsplit(response.url).path) else page + 1
 
 
@@ -339,20 +350,51 @@ class _Refused(Exception):
         self.status, self.said, self.where = response.status_code, _said(response), " and ".join(tried)
 
 
+def _skip_refused(stream: str, config: Config, words: str) -> None:
+    """A top-level list refused on its first request: skipped with one warning, or a config_error."""
+    if not config.get("skip_unavailable_streams", True):
+        raise _config_error(f"Stream {stream}: {words}. Grant the API key access, or deselect the stream.")
+    SYNC.warn_once(
+        ("refused", stream),
+        f"Stream {stream} skipped: {words}, as for a list the account's plan does not include. The sync goes "
+        "on without it (and without the lists under it); its state is unchanged.",
+    )
+
+
+def _answered(response: requests.Response) -> str:
+    return f"Northpass answered {urlsplit(response.url).path} with HTTP {response.status_code} ({_said(response)})"
+
+
 @dataclass
 class NorthpassListRetriever(SimpleRetriever):
-    """SimpleRetriever for a list under one parent record (a course's enrollments, a group's people),
-    with what an error handler cannot do, as a response filter sees one response and not which page
-    it answers: a path Northpass spells two ways (`path_variants`) is asked again in the next spelling
-    on a 404; a 403 or 404 skips the parent, with a warning, only on its first page. On a later page
-    the list went away while it was read, and the stream fails: a part of a list is not the list.
+    """SimpleRetriever for a list read by page number (a course's enrollments, a group's people, the
+    quizzes), with what an error handler cannot do, as a response filter sees one response and not
+    which page it answers: a path Northpass spells two ways (`path_variants`) is asked again in the next
+    spelling on a 404; a 403 or 404 on a first page skips the list with a warning (a top-level one as
+    skip_unavailable_streams says). On a later page the list went away while it was read, and the
+    stream fails: a part of a list is not the list. `once_per` a partition field: a parent named again
+    (a learner changed and active, or active again) is read once per sync (the CDK drops a partition
+    only while its twin is open). `absent_after` first pages answering 404
+    and none 2xx (for parents just listed): the endpoint does not exist, and is not asked again.
     """
 
     path_variants: Mapping[str, list] = field(default_factory=dict)
+    once_per: str = ""
+    absent_after: int = 0
 
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
         super().__post_init__(parameters)
         self.endpoint = parameters.get("endpoint", "")
+        self.answers, self.absent = 0, 0  # first pages answered 2xx and 404
+
+    def read_records(self, records_schema: Mapping[str, Any], stream_slice: StreamSlice | None = None) -> Iterable[Any]:
+        if stream_slice is not None and self.once_per:
+            with SYNC.lock:
+                key = (self.name, str(stream_slice.partition.get(self.once_per)))
+                if key in SYNC.read:
+                    return
+                SYNC.read.add(key)
+        yield from super().read_records(records_schema, stream_slice)
 
     def _fetch_next_page(
         self, stream_slice: StreamSlice, next_page_token: Mapping[str, Any] | None = None, page_size_override=None
@@ -360,16 +402,61 @@ class NorthpassListRetriever(SimpleRetriever):
         def send(spelled: StreamSlice) -> requests.Response | None:
             return SimpleRetriever._fetch_next_page(self, spelled, next_page_token, page_size_override)
 
+        if ("absent", self.name) in SYNC.warned:
+            return None
         response = SYNC.send(self.path_variants, self.endpoint, stream_slice, send)
+        page = int((next_page_token or {}).get("next_page_token") or 1)
+        if response is not None and response.ok and page == 1:
+            self.answers += 1
         if response is not None and response.status_code in (403, 404):
-            page = int((next_page_token or {}).get("next_page_token") or 1)
             if page > 1:
                 raise _vanished(self.name, page, response)
-            logger.warning(
-                f"Stream {self.name}: skipping {urlsplit(response.url).path}: Northpass answered HTTP "
-                f"{response.status_code} ({_said(response)}); the sync goes on without it."
-            )
+            self._refused(stream_slice, response)
         return response
+
+    def _refused(self, stream_slice: StreamSlice, response: requests.Response) -> None:
+        if not stream_slice.partition:
+            return _skip_refused(self.name, self.config, _answered(response))
+        logger.warning(f"Stream {self.name}: skipping {urlsplit(response.url).path}: {_answered(response)}; the sync goes on without it.")
+        with SYNC.lock:
+            self.absent += response.status_code == 404
+            absent = self.absent_after and self.absent >= self.absent_after and not self.answers
+        if absent:
+            SYNC.warn_once(
+                ("absent", self.name),
+                f"Stream {self.name}: Northpass answered the first {self.absent} requests with 404, for records it had "
+                f"just listed: its endpoint ({self.endpoint}) does not exist for this account. Not asking again this "
+                "sync; the stream has no records.",
+            )
+
+
+@dataclass
+class BulkListRetriever(NorthpassListRetriever):
+    """Every parent's resource from one list (course properties: a page of courses per request), else,
+    where the list answers its first request 403 or 404, each parent's own (`each`: a partition per
+    parent; `each_requester`: the request of one), with one warning. The built-ins choose one
+    retriever and one partition router per stream, before the first answer."""
+
+    each: Any = None
+    each_requester: Any = None
+
+    def read_records(self, records_schema: Mapping[str, Any], stream_slice: StreamSlice | None = None) -> Iterable[Any]:
+        self.fallback = False
+        yield from super().read_records(records_schema, stream_slice)
+        if not self.fallback:
+            return
+        for parent in self.each.stream_slices():
+            response = self.each_requester.send_request(stream_slice=parent)
+            if response is None:
+                raise _failure(f"Northpass returned no response for stream {self.name}.")
+            if response.status_code in (403, 404):
+                logger.warning(f"Stream {self.name}: skipping {urlsplit(response.url).path}: {_answered(response)}.")
+                continue
+            yield from self.record_selector.select_records(response, {}, records_schema, stream_slice=parent)
+
+    def _refused(self, stream_slice: StreamSlice, response: requests.Response) -> None:
+        self.fallback = True
+        logger.warning(f"Stream {self.name}: {_answered(response)}; reading each record's own instead, one request each.")
 
 
 @dataclass
@@ -391,11 +478,21 @@ class UpdatedAtKeysetRetriever(SimpleRetriever):
     A first request answered 403 or 404 skips the stream with one warning (skip_unavailable_streams).
     When a round trip is slower than the request budget, a big list is read as several ranges at once
     (_ranges) within this one partition: CDK partitions would need calendar slices or per-partition state.
+    As a `change_log` (the feed, read as the parent of the learners whose changes it logs) it ends a
+    little before the sync began (CLOCKS): an event after that may be newer than its learner's read in
+    this sync, which the CDK makes once per learner, so it is left to the next sync's log. A first read
+    (no state, no start_date) begins there too, as a first sync reads every learner anyway, and ends with
+    a record of only the cursor, that moment: the parent's state then says so with no event since (the
+    CDK's cursor state is its last record, else its start, 1970); it names no learner.
     """
 
     cursor_field: str = "updated_at"
     page_size: int | str = 100
     path_variants: Mapping[str, list] = field(default_factory=dict)
+    newest_first: bool = False  # the list's own order (no sort asked) is newest first: a feed
+    change_log: bool = False  # read as a parent's change log (below)
+
+    CLOCKS = timedelta(minutes=1)  # how far Northpass's clock and this machine's may be apart
 
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
         super().__post_init__(parameters)
@@ -421,12 +518,13 @@ class _KeysetWalk:
             self.lower_instant = None  # the cursor's "beginning of time": no filter at all
         self.lower = _format(self.lower_instant) if self.lower_instant else None
         self.start_instant = self.lower_instant  # where this read begins: a scan falls back to it
-        self.boundary_ids: set[str] = set()  # emitted at the boundary second: the next request repeats them
+        self.boundary: Counter = Counter()  # identities emitted at the boundary second: the next request repeats them
         self.operator = "gteq"
         self.fullest = 0  # the walk's largest page: the server's page size, should it clamp `limit`
         self.answered = False  # a 403 or 404 before any answer is a refusal; after one, a failure
         self.tried: list[str] = []  # the paths that answered the refusal
-        self.nulls: set[str] = set()  # ids of the records without updated_at emitted
+        self.nulls: set[str] = set()  # identities of the records without the cursor field emitted
+        self.early: Counter | None = Counter()  # the first records emitted: a scan that follows skips them
         self.records = self.moments = 0  # records read, and how many of them had updated_at
         self.nulls_at_start = False  # the walk's own first page showed where the nulls sort
         self.keyed = False  # the walk moved by key (else it read pages by number: all of them)
@@ -464,40 +562,62 @@ class _KeysetWalk:
         guard, has_next = _RepeatedPageGuard(), True
         while has_next:
             records, moments, has_next = self._read(page, **filters)
-            if has_next and guard.is_repeat(tuple(r.data.get("id") for r in records), page, f"stream {self.r.name}"):
+            if has_next and guard.is_repeat(tuple(_identity(r.data) for r in records), page, f"stream {self.r.name}"):
                 continue
             yield records, moments
             page += 1
 
-    def _passed(self, record: Record, moment: datetime | None) -> bool:
-        """Whether the walk has emitted this record (updated at `moment`) already, or passed it by."""
-        if moment is None:  # no updated_at: emitted once per read, wherever it is found
-            record_id = str(record.data.get("id"))
-            if record_id in self.nulls:
+    def _passed(self, record: Record, moment: datetime | None, boundary: Counter) -> bool:
+        """Whether the walk has emitted this record (its cursor at `moment`) already, or passed it by;
+        `boundary`: this page's count of the records emitted at the bound, each matched once."""
+        if moment is None:  # no cursor value: emitted once per read, wherever it is found
+            identity = _identity(record.data)
+            if identity in self.nulls:
                 return True
-            self.nulls.add(record_id)
+            self.nulls.add(identity)
             return False
         if self.lower_instant is None or moment > self.lower_instant:
             return False
-        return moment < self.lower_instant or self.operator == "gt" or str(record.data.get("id")) in self.boundary_ids
+        if moment < self.lower_instant or self.operator == "gt":
+            return True
+        identity = _identity(record.data)
+        if boundary[identity] > 0:
+            boundary[identity] -= 1
+            return True
+        return False
 
-    def _new(self, records: list[Record], moments: list[datetime | None]) -> Iterator[Record]:
-        return (r for r, m in zip(records, moments) if not self._passed(r, m))
+    EARLY = 1000  # the first records emitted, kept whole: a scan after them does not emit them again
+
+    def _new(self, records: list[Record], moments: list[datetime | None], scan: bool = False) -> Iterator[Record]:
+        boundary = Counter(self.boundary)
+        for record, moment in zip(records, moments):
+            if self._passed(record, moment, boundary):
+                continue
+            if self.early is not None:
+                identity = orjson.dumps(dict(record.data), option=orjson.OPT_SORT_KEYS)  # a changed record is new
+                if scan and self.early[identity] > 0:  # emitted before the server was found ignoring the query
+                    self.early[identity] -= 1
+                    continue
+                if not scan:
+                    self.early[identity] += 1
+                    self.early = self.early if len(self.early) <= self.EARLY else None
+            yield record
 
     def run(self) -> Iterator[Any]:
         if ("refused", self.r.name) in SYNC.warned:  # a parent read again: skipped with the stream
             return
+        ends = SYNC.started - self.r.CLOCKS
+        begins = self.r.change_log and self.lower_instant is None
+        if begins:
+            self.start_instant, self.lower_instant, self.lower = ends, ends, _format(ends)
         try:
-            yield from self._walk()
+            for item in self._walk():
+                if not (self.r.change_log and isinstance(item, Record) and (_instant(item.data.get(self.field)) or ends) > ends):
+                    yield item
+            if begins:
+                yield {self.field: self.lower}
         except _Refused as refused:
-            words = f"Northpass answered {refused.where} with HTTP {refused.status} ({refused.said})"
-            if not self.r.config.get("skip_unavailable_streams", True):
-                raise _config_error(f"Stream {self.r.name}: {words}. Grant the API key access, or deselect the stream.")
-            SYNC.warn_once(
-                ("refused", self.r.name),
-                f"Stream {self.r.name} skipped: {words}, as for a list the account's plan does not include. The "
-                "sync goes on without it (and without the lists under it); its state is unchanged.",
-            )
+            _skip_refused(self.r.name, self.r.config, f"Northpass answered {refused.where} with HTTP {refused.status} ({refused.said})")
         if self.records and not self.moments:
             SYNC.warn_once(
                 ("no cursor", self.r.name),
@@ -518,11 +638,20 @@ class _KeysetWalk:
             if not nulls:  # none at the descending end: the ascending one
                 yield from self._nulls(self.field)
         except _ServerIgnoresQuery as reason:
-            logger.warning(f"Stream {self.r.name}: Northpass {reason}; reading the whole list page by page instead.")
-            self.lower_instant, self.operator, self.boundary_ids = self.start_instant, "gteq", set()
+            feed = self.r.newest_first and self.start_instant is not None
+            instead = "the feed newest first, down to where the last sync ended" if feed else "the whole list page by page"
+            logger.warning(f"Stream {self.r.name}: Northpass {reason}; reading {instead} instead.")
+            self.lower_instant, self.operator, self.boundary = self.start_instant, "gteq", Counter()
             try:  # no filter or sort relied upon; no checkpoints: the order is unknown
+                oldest = None  # a newest-first feed's oldest record so far
                 for records, moments in self._pages():
-                    yield from self._new(records, moments)
+                    yield from self._new(records, moments, scan=True)
+                    known = [m for m in moments if m is not None]
+                    if known and (known != sorted(known, reverse=True) or (oldest and known[0] > oldest)):
+                        feed = False  # not newest first after all: read to the end
+                    oldest = known[-1] if known else oldest
+                    if feed and known and known[0] < self.start_instant:
+                        return  # the data-feed stop: every later page is older still
             except _ServerIgnoresQuery as refused:
                 raise _failure(f"Northpass {refused}. If it is the page size it refuses, lower page_size.") from None
 
@@ -614,7 +743,7 @@ class _KeysetWalk:
                         continue  # the last range has read past it already
                     part = copy.copy(self)
                     part.lower, part.lower_instant, part.operator = begins[0].data[self.field], begins[1], "gt"
-                    part.boundary_ids, part.upper, part.finished = set(), None, False
+                    part.boundary, part.upper, part.finished = Counter(), None, False
                     part.given = (records, moments, has_next)
                     tail.upper = begins[1]
                     parts.append(part)
@@ -682,7 +811,7 @@ class _KeysetWalk:
                 moves = has_next and last is not None and (self.lower_instant is None or moments[last] > self.lower_instant)
                 if moves:
                     self.lower, self.lower_instant, self.operator = records[last].data[self.field], moments[last], "gteq"
-                    self.boundary_ids = {str(r.data.get("id")) for r, m in zip(records, moments) if m == moments[last]}
+                    self.boundary = Counter(_identity(r.data) for r, m in zip(records, moments) if m == moments[last])
                 self.finished = not has_next
             yield from emitted
             if first:
@@ -693,7 +822,7 @@ class _KeysetWalk:
             if not records:
                 raise _ServerIgnoresQuery(f"returned an empty page with a next one on stream {self.r.name}")
             if last is None:  # a whole page without updated_at (they sort first): the next page by number
-                if not guard.is_repeat(tuple(r.data.get("id") for r in records), page, f"stream {self.r.name}"):
+                if not guard.is_repeat(tuple(_identity(r.data) for r in records), page, f"stream {self.r.name}"):
                     page += 1
                 continue
             page, guard, self.keyed = 1, _RepeatedPageGuard(), True
@@ -701,8 +830,8 @@ class _KeysetWalk:
                 verified = _Checkpoint(self, self.lower_instant)
                 continue
             # A full page at one timestamp: read that tie group, then go on strictly after it.
-            yield from self._tie_group({str(r.data.get("id")) for r in records} | self.boundary_ids)
-            self.operator, self.boundary_ids = "gt", set()
+            yield from self._tie_group(records)
+            self.operator, self.boundary = "gt", Counter()
 
     def _nulls(self, sort: str, first: tuple | None = None, newest: datetime | None = None) -> Iterator[Any]:
         """Records whose updated_at is null or absent, which no filter matches: a sort puts them at one
@@ -743,8 +872,13 @@ class _KeysetWalk:
         if known != sorted(known):
             raise _ServerIgnoresQuery(f"ignored sort={self.field} on stream {self.r.name}")
 
-    def _tie_group(self, seen: set[str]) -> Iterator[Any]:
-        """Every record with updated_at == self.lower, each once; `seen` are already emitted."""
+    def _tie_group(self, page: list[Record]) -> Iterator[Any]:
+        """Every record with its cursor at self.lower, each once; `page` (a full page of them) and the
+        boundary's are emitted. By id, or for records without one by page number (_tie_group_by_page)."""
+        seen = Counter(_identity(r.data) for r in page) | self.boundary
+        if any(r.data.get("id") is None for r in page):
+            yield from self._tie_group_by_page(seen)
+            return
         last_id = None  # the first request starts the group from its lowest id
         try:
             while True:
@@ -756,33 +890,38 @@ class _KeysetWalk:
                     raise _ServerIgnoresQuery("id")
                 for record, record_id in zip(records, ids):
                     if record_id not in seen:
-                        seen.add(record_id)
+                        seen[record_id] = 1
                         yield record
                 if not has_next or not ids:
                     return
                 last_id = ids[-1]
         except _ServerIgnoresQuery:
             logger.warning(
-                f"Stream {self.r.name}: Northpass does not page by id within the {len(seen)}+ records updated "
-                f"at {self.lower}; reading them by page number, twice or more, so none is missed."
+                f"Stream {self.r.name}: Northpass does not page by id within the {len(seen)}+ records with "
+                f"{self.field} {self.lower}; reading them by page number, twice or more, so none is missed."
             )
             yield from self._tie_group_by_page(seen)
 
-    def _tie_group_by_page(self, seen: set[str]) -> Iterator[Any]:
-        """Page numbers within one timestamp until a pass finds no one new: members only leave a
-        past timestamp, and a leaver can hide another member only in the pass it left."""
+    def _tie_group_by_page(self, seen: Counter) -> Iterator[Any]:
+        """Page numbers within one second until a pass finds nothing new. A record with an id counts
+        once, one without as often as a pass holds it (`seen`: the most any pass held). Members only
+        leave a past second, or join the current one, and either can hide another only in that pass."""
         for _ in range(self.MAX_TIE_PASSES):
-            new = 0
+            new, held = 0, Counter()
             for records, moments in self._pages(**{"sort": self.field, f"filter[{self.field}][eq]": self.lower}):
                 for record, moment in zip(records, moments):
-                    if moment == self.lower_instant and str(record.data.get("id")) not in seen:
-                        seen.add(str(record.data.get("id")))
+                    if moment != self.lower_instant:
+                        continue
+                    identity = _identity(record.data)
+                    held[identity] = 1 if record.data.get("id") is not None else held[identity] + 1
+                    if held[identity] > seen[identity]:
+                        seen[identity] = held[identity]
                         new += 1
                         yield record
             if not new:
                 return
         raise _failure(
-            f"Stream {self.r.name}: the records updated at {self.lower} kept changing while they were read "
+            f"Stream {self.r.name}: the records with {self.field} {self.lower} kept changing while they were read "
             f"({self.MAX_TIE_PASSES} passes); failing rather than risk missing one.",
             FailureType.transient_error,
         )

@@ -122,12 +122,16 @@ def test_discover_lists_every_stream_with_its_primary_key_and_sync_modes():
         "learning_path_enrollments": [["learning_path_id"], ["id"]],
         "categories": [["id"]],
         "course_activities": [["course_id"], ["id"]],
-        "course_properties": [["course_id"]],
+        "course_properties": [["course_id"], ["id"]],
         "person_course_progresses": [["person_id"], ["id"]],
+        "transcripts": [["person_id"], ["resource_type"], ["resource_id"], ["attempt_number"]],
+        "quizzes": [["id"]],
+        "activity_events": [["person_id"], ["activity_id"], ["type"], ["created_at"]],
     }
-    incremental = {name for name, s in streams.items() if "incremental" in [m.value for m in s.supported_sync_modes]}
-    assert incremental == {"people", "courses", "groups", "learning_paths", "categories", "person_course_progresses"}
-    assert all(streams[name].default_cursor_field == ["updated_at"] for name in incremental)
+    cursors = {name: s.default_cursor_field for name, s in streams.items() if "incremental" in [m.value for m in s.supported_sync_modes]}
+    assert cursors == {**{name: ["updated_at"] for name in ("people", "courses", "groups", "learning_paths", "categories",
+                                                             "person_course_progresses")},
+                       "transcripts": ["last_active_at"], "activity_events": ["created_at"]}
 
 
 def test_api_key_is_not_in_a_config_error():

@@ -62,11 +62,12 @@ def test_a_refused_list_keeps_its_state():
 def test_a_refused_parent_is_one_warning_however_many_streams_read_it():
     with requests_mock.Mocker() as http:
         _first_page("courses").mock(http, status(403, error(403, "Forbidden")))
+        _list_page("properties/courses").mock(http, status(404, error(404, "No route")))  # each course's, then
         output = run_read(config(), ["courses", "course_enrollments", "course_activities", "course_properties"])
 
     assert not output.errors and not output.records
-    assert len(_warnings(output, "courses")) == 1
-    assert http.call_count <= 4, "each reader of the refused list asks at most once"
+    assert len(_warnings(output, "Stream courses skipped")) == 1 and len(_warnings(output, "/v2/courses")) == 1
+    assert http.call_count <= 5, "each reader of the refused list asks at most once"
 
 
 def test_with_skipping_turned_off_a_refused_list_fails_the_sync_as_a_config_error():

@@ -162,9 +162,10 @@ def test_a_filter_found_ignored_after_the_first_page_reads_the_list_whole_from_w
         NorthpassRequest.people().with_limit(3).with_page(2).mock(http, ok(page(everyone[3:6])))
         output = _read(page_size=3)
 
-    # What the walk read before the filter proved ignored is not trusted: the scan emits it again.
+    # What the walk read before the filter proved ignored is not trusted: the scan reads it again, and
+    # emits what is not the same as a record emitted already.
     emitted = [r["id"] for r in record_data(output)]
-    assert emitted == [resource_id("people", n) for n in (0, 1, 2, 0, 1, 2, 3, 4, 5)]
+    assert emitted == [resource_id("people", n) for n in range(6)]
     assert any("ignored filter[updated_at]" in w for w in log_lines(output, "WARN"))
     assert set(_states(output)) == {_updated(5)}, "no checkpoint before the filter was proven; the final state"
 

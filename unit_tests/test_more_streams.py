@@ -29,20 +29,6 @@ def test_group_memberships_read_each_groups_people_with_both_ids_flat():
     assert all(r["email"].endswith("@example.com") for r in record_data(output)), "the person's attributes come along"
 
 
-def test_course_properties_is_one_request_per_course_without_paging_and_skips_forbidden_courses():
-    properties = {"data": {"id": resource_id("courses", 1), "type": "course_properties", "attributes": {"credit_value": 2.5}}}
-    with requests_mock.Mocker() as http:
-        NorthpassRequest.courses().with_limit(100).with_page(1).with_sort("updated_at").mock(http, ok(page([course(1), course(2)])))
-        first = NorthpassRequest(f"properties/courses/{resource_id('courses', 1)}").mock(http, ok(properties))
-        NorthpassRequest(f"properties/courses/{resource_id('courses', 2)}").mock(http, status(403, error(403, "Forbidden")))
-        output = run_read(config(), ["course_properties"])
-
-    assert not output.errors
-    assert [(r["course_id"], r["credit_value"]) for r in record_data(output)] == [(resource_id("courses", 1), 2.5)]
-    assert first.call_count == 1
-    assert len([w for w in log_lines(output, "WARN") if resource_id("courses", 2) in w]) == 1
-
-
 def test_person_course_progresses_in_incremental_ask_only_about_people_changed_since_the_state():
     since = "2024-01-01T00:00:05Z"
     progress = {"id": "p1", "type": "course_progresses", "attributes": {"course_id": "c1", "progress": 10, "updated_at": "2024-06-01T00:00:00Z"}}
