@@ -22,7 +22,7 @@ GENERATED = Path(__file__).resolve().parent / "integration_tests" / ".generated"
 API_KEY = "fake-northpass-key-0123456789"
 WRONG_API_KEY = "wrong-northpass-key-9876543210"
 SCHOOL = dict(people=300, courses=12, enrollments=400, groups=6, learning_paths=3, categories=4,
-              activities_per_course=3, seed=7)
+              activities_per_course=3, events=300, event_burst=120, seed=7)
 
 
 def _in_standard_suite(item: pytest.Item) -> bool:

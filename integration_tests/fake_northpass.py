@@ -527,6 +527,13 @@ class School:
             stamp = self._stamp(timestamp)
             return [self.create_person(updated_at=stamp) for _ in range(n)]
 
+    def course_property_rows(self) -> list[dict]:
+        """The rows of /v2/properties/courses: each readable course's, then the archived versions'."""
+        with self.lock:
+            rows = [_property_row(cid, {**self.course_versions[cid], **properties})
+                    for cid, properties in self.course_properties.items() if properties is not None]
+            return rows + self.archived_course_properties
+
     def add_events(self, n: int, at=None, person_id: str | None = None) -> list[dict]:
         """Append n events of random types by ``person_id`` (default: each a random person), each at ``at``
         (default: each a tick()); return them."""
@@ -1195,9 +1202,7 @@ class FakeNorthpass:
                 return _error(404, f"No people record with id {seg[1]}")
             return self._list(list(s.transcripts.get(seg[1], [])), "transcript_items", path, query, repeat)
         if seg == ["properties", "courses"] and self.properties_list:
-            rows = [_property_row(cid, {**s.course_versions[cid], **properties})
-                    for cid, properties in s.course_properties.items() if properties is not None]
-            return self._list(rows + s.archived_course_properties, "course_properties", path, query, repeat)
+            return self._list(s.course_property_rows(), "course_properties", path, query, repeat)
         if len(seg) == 2 and seg[0] in top:
             record = top[seg[0]].get(seg[1])
             if record is None:

@@ -18,7 +18,7 @@ KEYS = {
     "group_memberships": ("group_id", "person_id"),
     "learning_path_enrollments": ("learning_path_id", "id"),
     "course_activities": ("course_id", "id"),
-    "course_properties": ("course_id",),
+    "course_properties": ("course_id", "id"),
     "person_course_progresses": ("person_id", "id"),
 }
 
@@ -63,7 +63,7 @@ def _expected(school):
                 (lp, e["id"]) for lp in school.learning_paths for e in school.learning_path_enrollments.get(lp, [])
             ),
             "course_activities": sorted((c, a["id"]) for c in school.courses for a in school.activities.get(c, [])),
-            "course_properties": sorted(c for c in school.courses if school.course_properties.get(c) is not None),
+            "course_properties": sorted((r["attributes"]["course_id"], r["id"]) for r in school.course_property_rows()),
             "person_course_progresses": sorted((p, cp["id"]) for p in people for cp in school.course_progresses.get(p, [])),
         }
 

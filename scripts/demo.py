@@ -7,6 +7,7 @@ and never printed.
 """
 
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -62,7 +63,10 @@ def demo(config: dict, server: FakeNorthpass = None) -> int:
     print(f"  {'total':<{width}}  {sum(counts.values()):>7} records in {seconds:.1f} s")
     if server is not None:
         served = Counter(r.status for r in server.requests)
-        print(f"  requests served by the fake server: {sum(served.values())} ({dict(served)})")
+        print(f"  requests served by the fake server: {sum(served.values())} ({dict(served)}), by endpoint:")
+        endpoints = Counter(re.sub(r"/[0-9a-f]{8}-[0-9a-f-]{27}", "/{id}", r.path) for r in server.requests if r.path != "/_stats")
+        for endpoint, count in sorted(endpoints.items(), key=lambda item: -item[1]):
+            print(f"    {count:>5}  {endpoint}")
     failed = any(m.get("type") == "TRACE" and m["trace"].get("type") == "ERROR" for m in messages)
     return 1 if failed else 0
 
@@ -74,10 +78,11 @@ def main() -> int:
         print(f"Reading the real Northpass API at {base_url} (key from NORTHPASS_API_KEY).")
         return demo({"api_key": key, "base_url": base_url})
     # Small enough that person_course_progresses (one request per person) takes seconds.
-    school = School.generate(people=150, courses=12, enrollments=300, groups=5, learning_paths=3, categories=4, seed=1)
+    school = School.generate(people=150, courses=12, enrollments=300, groups=5, learning_paths=3, categories=4,
+                             events=400, event_burst=120, seed=1)
     with FakeNorthpass(school, api_key="demo-key", rate_limit=10, latency=0.02) as server:
         print(f"No NORTHPASS_API_KEY: reading the bundled fake Northpass server at {server.url}")
-        print("(150 people, 12 courses, 300 enrollments; 10 requests/second like the real API).")
+        print("(150 people, 12 courses, 300 enrollments, 520 events; 10 requests/second like the real API).")
         return demo({"api_key": "demo-key", "base_url": server.url}, server)
 
 

@@ -909,9 +909,9 @@ class _KeysetWalk:
         for _ in range(self.MAX_TIE_PASSES):
             new, held = 0, Counter()
             for records, moments in self._pages(**{"sort": self.field, f"filter[{self.field}][eq]": self.lower}):
-                for record, moment in zip(records, moments):
-                    if moment != self.lower_instant:
-                        continue
+                if any(m != self.lower_instant for m in moments):
+                    raise _ServerIgnoresQuery(f"ignored filter[{self.field}][eq] on stream {self.r.name}")
+                for record in records:
                     identity = _identity(record.data)
                     held[identity] = 1 if record.data.get("id") is not None else held[identity] + 1
                     if held[identity] > seen[identity]:
