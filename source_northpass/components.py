@@ -70,6 +70,10 @@ def _identity(record: Mapping[str, Any]) -> str:
     return str(record_id) if record_id is not None else orjson.dumps(dict(record), option=orjson.OPT_SORT_KEYS).decode()
 
 
+def _whole(record: Record) -> bytes:  # a record as a whole: a changed record is another
+    return orjson.dumps(dict(record.data), option=orjson.OPT_SORT_KEYS)
+
+
 def _rendered_int(value: int | str, config: Config, parameters: Mapping[str, Any]) -> int:
     return int(InterpolatedString.create(str(value), parameters=parameters).eval(config))
 
@@ -524,7 +528,7 @@ class _KeysetWalk:
         self.answered = False  # a 403 or 404 before any answer is a refusal; after one, a failure
         self.tried: list[str] = []  # the paths that answered the refusal
         self.nulls: set[str] = set()  # identities of the records without the cursor field emitted
-        self.early: Counter | None = Counter()  # the first records emitted: a scan that follows skips them
+        self.early: Counter | None = Counter()  # the first records emitted (run): a scan that follows skips them
         self.records = self.moments = 0  # records read, and how many of them had updated_at
         self.nulls_at_start = False  # the walk's own first page showed where the nulls sort
         self.keyed = False  # the walk moved by key (else it read pages by number: all of them)
@@ -593,14 +597,11 @@ class _KeysetWalk:
         for record, moment in zip(records, moments):
             if self._passed(record, moment, boundary):
                 continue
-            if self.early is not None:
-                identity = orjson.dumps(dict(record.data), option=orjson.OPT_SORT_KEYS)  # a changed record is new
-                if scan and self.early[identity] > 0:  # emitted before the server was found ignoring the query
+            if scan and self.early is not None:  # emitted before the server was found ignoring the query?
+                identity = _whole(record)
+                if self.early[identity] > 0:
                     self.early[identity] -= 1
                     continue
-                if not scan:
-                    self.early[identity] += 1
-                    self.early = self.early if len(self.early) <= self.EARLY else None
             yield record
 
     def run(self) -> Iterator[Any]:
@@ -612,8 +613,13 @@ class _KeysetWalk:
             self.start_instant, self.lower_instant, self.lower = ends, ends, _format(ends)
         try:
             for item in self._walk():
-                if not (self.r.change_log and isinstance(item, Record) and (_instant(item.data.get(self.field)) or ends) > ends):
-                    yield item
+                if isinstance(item, Record):
+                    if self.r.change_log and (_instant(item.data.get(self.field)) or ends) > ends:
+                        continue  # the next sync's log holds it
+                    if self.early is not None:  # emitted: a scan that follows skips it
+                        self.early[_whole(item)] += 1
+                        self.early = self.early if len(self.early) <= self.EARLY else None
+                yield item
             if begins:
                 yield {self.field: self.lower}
         except _Refused as refused:
