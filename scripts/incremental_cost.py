@@ -34,7 +34,7 @@ def main() -> int:
         school = School.generate(people=args.people, courses=1, enrollments=0, groups=1, learning_paths=1, categories=1,
                                  events=args.events, seed=3)
         with FakeNorthpass(school, api_key=API_KEY, rate_limit=None) as server:
-            config = {"api_key": API_KEY, "base_url": server.url, "page_size": args.page_size, "requests_per_second": 1000}
+            config = {"api_key": API_KEY, "base_url": server.url, "page_size": args.page_size}  # 10 requests/second
             catalog = catalog_for([args.stream], sync_mode="incremental")
             first = run_connector("read", config, catalog)
             state = [{"type": "STREAM", "stream": first.states()[-1]["stream"]}]

@@ -340,7 +340,7 @@ class _Checkpoint(NamedTuple):  # every record of `walk` updated before `moment`
     moment: datetime
 
 
-class _FirstPage(NamedTuple):  # the walk's first page is read: whether it has a next, and its round trip
+class _FirstPages(NamedTuple):  # the walk's first pages are read: whether it goes on, its round trip, its first query
     has_next: bool
     seconds: float
     filters: dict
@@ -680,7 +680,7 @@ class _KeysetWalk:
         a round trip each, is slower than the request budget; its checkpoints as STATE messages."""
         walk = self._keyset()
         for item in walk:
-            if isinstance(item, _FirstPage):
+            if isinstance(item, _FirstPages):
                 if item.has_next and item.seconds * float(self.r.config.get("requests_per_second") or 10) >= 1:
                     yield from self._ranges(walk, item.filters)
                     return
@@ -696,6 +696,7 @@ class _KeysetWalk:
             yield state.create_state_message(self.r.name, None)
 
     SPLIT_PAGES = 50  # a range per this many pages of the list: a probe (a request) per range
+    SPLIT_AFTER = 2  # pages the walk reads before it may split: fewer changes than that cost no probe
     RANGE_THREADS = 8  # ranges read at once; all streams together stay under requests_per_second
 
     def _ranges(self, walk: Iterator[Any], filters: dict) -> Iterator[Any]:
@@ -773,7 +774,7 @@ class _KeysetWalk:
                     progress[id(item[1])] = "done"
                 elif isinstance(item, _Checkpoint):
                     progress[id(item.walk)] = item.moment
-                elif not isinstance(item, _FirstPage):
+                elif not isinstance(item, _FirstPages):
                     yield item
                     continue
                 while pending and len(running) < self.RANGE_THREADS + 1:
@@ -790,8 +791,9 @@ class _KeysetWalk:
 
     def _keyset(self, given: tuple | None = None) -> Iterator[Any]:
         """The walk by key, up to `upper` (inclusive) as one range of several, whose first page may be
-        `given`. Yields records, a _FirstPage after its first, a _Checkpoint after each that moves it on."""
-        page, guard, first, verified = 1, _RepeatedPageGuard(), True, None
+        `given`. Yields records, _FirstPages after its first SPLIT_AFTER, a _Checkpoint after each page
+        that moves it on."""
+        page, guard, first, verified, reads = 1, _RepeatedPageGuard(), True, None, 0
         while True:
             filters = {"sort": self.field}
             if self.lower is not None:
@@ -820,9 +822,9 @@ class _KeysetWalk:
                     self.boundary = Counter(_identity(r.data) for r, m in zip(records, moments) if m == moments[last])
                 self.finished = not has_next
             yield from emitted
-            if first:
-                first = False
-                yield _FirstPage(has_next, self.seconds, filters)
+            first, reads, query = False, reads + 1, query if reads else filters
+            if reads == self.SPLIT_AFTER:
+                yield _FirstPages(has_next, self.seconds, query)
             if not has_next:
                 return
             if not records:
