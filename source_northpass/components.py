@@ -62,16 +62,16 @@ def _said(response: requests.Response) -> str:  # Northpass's own words about an
     return str(first.get("detail") or first.get("title") or "no detail")[:300]
 
 
+def _whole(record: Mapping[str, Any]) -> bytes:  # a record as a whole: a changed record is another
+    return orjson.dumps(dict(record), option=orjson.OPT_SORT_KEYS)
+
+
 def _identity(record: Mapping[str, Any]) -> str:
     """What tells one record of a list from another: its id, or for a record without one (an event of
     the activity feed) the whole record. Two events may share every field of their key, or every field
     at all, and still be two events: callers count identities, and never take a match of the key alone."""
     record_id = record.get("id")
-    return str(record_id) if record_id is not None else orjson.dumps(dict(record), option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _whole(record: Record) -> bytes:  # a record as a whole: a changed record is another
-    return orjson.dumps(dict(record.data), option=orjson.OPT_SORT_KEYS)
+    return str(record_id) if record_id is not None else _whole(record).decode()
 
 
 def _rendered_int(value: int | str, config: Config, parameters: Mapping[str, Any]) -> int:
@@ -378,8 +378,8 @@ class NorthpassListRetriever(SimpleRetriever):
     skip_unavailable_streams says). On a later page the list went away while it was read, and the
     stream fails: a part of a list is not the list. `once_per` a partition field: a parent named again
     (a learner changed and active, or active again) is read once per sync (the CDK drops a partition
-    only while its twin is open). `absent_after` first pages answering 404
-    and none 2xx (for parents just listed): the endpoint does not exist, and is not asked again.
+    only while its twin is open). `absent_after` first pages answering 404 and none 2xx (for parents
+    just listed): the endpoint does not exist, and is not asked again this sync.
     """
 
     path_variants: Mapping[str, list] = field(default_factory=dict)
@@ -460,7 +460,7 @@ class BulkListRetriever(NorthpassListRetriever):
 
     def _refused(self, stream_slice: StreamSlice, response: requests.Response) -> None:
         self.fallback = True
-        logger.warning(f"Stream {self.name}: {_answered(response)}; reading each record's own instead, one request each.")
+        logger.warning(f"Stream {self.name}: {_answered(response)}; reading each parent's own instead, a request each.")
 
 
 @dataclass
@@ -598,7 +598,7 @@ class _KeysetWalk:
             if self._passed(record, moment, boundary):
                 continue
             if scan and self.early is not None:  # emitted before the server was found ignoring the query?
-                identity = _whole(record)
+                identity = _whole(record.data)
                 if self.early[identity] > 0:
                     self.early[identity] -= 1
                     continue
@@ -617,7 +617,7 @@ class _KeysetWalk:
                     if self.r.change_log and (_instant(item.data.get(self.field)) or ends) > ends:
                         continue  # the next sync's log holds it
                     if self.early is not None:  # emitted: a scan that follows skips it
-                        self.early[_whole(item)] += 1
+                        self.early[_whole(item.data)] += 1
                         self.early = self.early if len(self.early) <= self.EARLY else None
                 yield item
             if begins:
