@@ -529,6 +529,7 @@ class _KeysetWalk:
         self.tried: list[str] = []  # the paths that answered the refusal
         self.nulls: set[str] = set()  # identities of the records without the cursor field emitted
         self.early: Counter | None = Counter()  # the first records emitted (run): a scan that follows skips them
+        # (None once more than EARLY, or once the scan begins)
         self.records = self.moments = 0  # records read, and how many of them had updated_at
         self.nulls_at_start = False  # the walk's own first page showed where the nulls sort
         self.keyed = False  # the walk moved by key (else it read pages by number: all of them)
@@ -592,15 +593,16 @@ class _KeysetWalk:
 
     EARLY = 1000  # the first records emitted, kept whole: a scan after them does not emit them again
 
-    def _new(self, records: list[Record], moments: list[datetime | None], scan: bool = False) -> Iterator[Record]:
+    def _new(self, records: list[Record], moments: list[datetime | None], emitted: Counter | None = None) -> Iterator[Record]:
+        """The records of a page not passed yet; nor, in a scan, `emitted` before it (each copy once)."""
         boundary = Counter(self.boundary)
         for record, moment in zip(records, moments):
             if self._passed(record, moment, boundary):
                 continue
-            if scan and self.early is not None:  # emitted before the server was found ignoring the query?
+            if emitted:
                 identity = _whole(record.data)
-                if self.early[identity] > 0:
-                    self.early[identity] -= 1
+                if emitted[identity] > 0:
+                    emitted[identity] -= 1
                     continue
             yield record
 
@@ -648,10 +650,11 @@ class _KeysetWalk:
             instead = "the feed newest first, down to where the last sync ended" if feed else "the whole list page by page"
             logger.warning(f"Stream {self.r.name}: Northpass {reason}; reading {instead} instead.")
             self.lower_instant, self.operator, self.boundary = self.start_instant, "gteq", Counter()
+            emitted, self.early = self.early, None  # what the scan emits is not counted: twins are two
             try:  # no filter or sort relied upon; no checkpoints: the order is unknown
                 oldest = None  # a newest-first feed's oldest record so far
                 for records, moments in self._pages():
-                    yield from self._new(records, moments, scan=True)
+                    yield from self._new(records, moments, emitted)
                     known = [m for m in moments if m is not None]
                     if known and (known != sorted(known, reverse=True) or (oldest and known[0] > oldest)):
                         feed = False  # not newest first after all: read to the end
