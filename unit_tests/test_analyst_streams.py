@@ -27,8 +27,8 @@ def _event(second: int, person_n: int = 1, activity: str = "a1", kind: str = "le
     }
 
 
-def _events(sort=None, page_number=1, filters=None):
-    request = NorthpassRequest("events").with_limit(100).with_page(page_number)
+def _events(sort=None, page_number=1, filters=None, limit=100):
+    request = NorthpassRequest("events").with_limit(limit).with_page(page_number)
     request = request.with_sort(sort) if sort else request
     for (attribute, predicate), value in (filters or {}).items():
         request.with_filter(attribute, predicate, value)
@@ -256,3 +256,21 @@ def test_a_first_sync_starts_the_change_log_a_minute_before_itself_and_leaves_ne
         logged = output.state_messages[-1].state.stream.stream_state.parent_state["activity_events"]["created_at"]
         began = datetime.strptime(logged, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         assert before - timedelta(minutes=2) <= began <= before - timedelta(seconds=59), "a minute before the sync"
+
+
+def test_twins_split_by_a_page_boundary_are_both_emitted_and_the_boundary_event_once():
+    """Page 1 ends with one of two identical events; the next request (from that second) repeats it
+    and holds its twin: the repeat is dropped, the twin is not."""
+    twin, other = _event(7, person_n=1), _event(7, person_n=2)
+    first = [_event(s, person_n=s) for s in range(7)] + [other, twin]
+    with requests_mock.Mocker() as http:
+        _events("created_at", limit=9).mock(http, ok(page(first, has_next=True)))
+        _events("created_at", filters={("created_at", "gteq"): twin["attributes"]["created_at"]}, limit=9).mock(
+            http, ok(page([other, twin, twin, _event(8, person_n=3)])))
+        _events("-created_at", limit=9).mock(http, ok(page([_event(8, person_n=3)], has_next=True)))
+        output = run_read(config(page_size=9), ["activity_events"])
+
+    keys = _keys(output)
+    assert keys.count((resource_id("people", 1), "a1", "learner_viewed_activity_events", twin["attributes"]["created_at"])) == 2
+    assert keys.count((resource_id("people", 2), "a1", "learner_viewed_activity_events", other["attributes"]["created_at"])) == 1
+    assert len(keys) == 11
